@@ -1,0 +1,200 @@
+"""Validated experiment configuration shared by the Launch page, the CLI and the worker.
+
+One object describes a whole experiment (search + final training). It is checked before anything is
+queued, and every refusal names the field that is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration value was refused; ``field`` names it so forms and the CLI can point at it."""
+
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One tunable hyperparameter of a strategy, with its default and bounds (drives forms and CLI)."""
+
+    name: str
+    default: Any
+    kind: str  # "float" | "int" | "bool" | "choice"
+    help: str = ""
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()
+
+    def coerce(self, value: Any, where: str = "params") -> Any:
+        """Convert text or JSON values to this parameter's type and check bounds."""
+        fname = f"{where}.{self.name}" if where else self.name
+        try:
+            if self.kind == "bool":
+                if isinstance(value, str):
+                    low = value.strip().lower()
+                    if low in ("1", "true", "yes", "on"):
+                        return True
+                    if low in ("0", "false", "no", "off"):
+                        return False
+                    raise ValueError
+                if isinstance(value, (bool, int)):
+                    return bool(value)
+                raise ValueError
+            if self.kind == "choice":
+                value = str(value)
+                if value not in self.choices:
+                    raise ConfigError(fname, f"must be one of {', '.join(self.choices)} (got {value!r})")
+                return value
+            if self.kind == "int":
+                if isinstance(value, float) and not value.is_integer():
+                    raise ValueError
+                if isinstance(value, bool):
+                    raise ValueError
+                out: Any = int(str(value).strip()) if isinstance(value, str) else int(value)
+            elif self.kind == "float":
+                if isinstance(value, bool):
+                    raise ValueError
+                out = float(value)
+                if out != out or out in (float("inf"), float("-inf")):
+                    raise ConfigError(fname, "must be a finite number")
+            else:  # pragma: no cover - programming error
+                raise ConfigError(fname, f"unknown parameter kind {self.kind}")
+        except ConfigError:
+            raise
+        except (TypeError, ValueError):
+            raise ConfigError(fname, f"must be {_kind_word(self.kind)} (got {value!r})") from None
+        if self.minimum is not None and out < self.minimum:
+            raise ConfigError(fname, f"must be >= {self.minimum} (got {out})")
+        if self.maximum is not None and out > self.maximum:
+            raise ConfigError(fname, f"must be <= {self.maximum} (got {out})")
+        return out
+
+
+def _kind_word(kind: str) -> str:
+    return {"int": "an integer", "float": "a number", "bool": "true or false"}.get(kind, kind)
+
+
+#: Fields of ExperimentConfig that are not strategy hyperparameters, with their specs.
+GENERAL_FIELDS: tuple[ParamSpec, ...] = (
+    ParamSpec("epochs", 8, "int", "Search epochs", 1, 10_000),
+    ParamSpec("seed", 0, "int", "Random seed (data split, init, sampling)", 0, 2**31 - 1),
+    ParamSpec("batch_size", 64, "int", "Mini-batch size for search and final training", 2, 4096),
+    ParamSpec("channels", 8, "int", "Initial channels C of the search network", 1, 256),
+    ParamSpec("cells_per_stage", 1, "int", "Cells per stage N (NAS-Bench-201 skeleton)", 1, 20),
+    ParamSpec("final_epochs", 15, "int", "Epochs to train the derived architecture from scratch (0 = skip)", 0, 10_000),
+    ParamSpec("final_channels", 16, "int", "Initial channels C of the final network", 1, 256),
+    ParamSpec("final_lr", 0.05, "float", "Learning rate for final training (SGD, cosine)", 1e-6, 10.0),
+    ParamSpec("threads", 2, "int", "Torch CPU threads for the job", 1, 256),
+    ParamSpec("channels_last", True, "bool", "Use channels-last memory format (faster convs on CPU)"),
+    ParamSpec("compile", False, "bool", "torch.compile the search network (pays off on long runs)"),
+    ParamSpec("val_fraction", 0.2, "float", "Fraction of data held out for validation", 0.05, 0.5),
+    ParamSpec("test_fraction", 0.2, "float", "Fraction of data held out for the final test", 0.05, 0.5),
+)
+
+_GENERAL = {p.name: p for p in GENERAL_FIELDS}
+
+
+@dataclass
+class ExperimentConfig:
+    """Everything needed to run one experiment: search, then train the result from scratch."""
+
+    strategy: str = "darts"
+    space: str = "nb201"
+    dataset: str = "digits"
+    name: str = ""
+    epochs: int = 8
+    seed: int = 0
+    batch_size: int = 64
+    channels: int = 8
+    cells_per_stage: int = 1
+    final_epochs: int = 15
+    final_channels: int = 16
+    final_lr: float = 0.05
+    threads: int = 2
+    channels_last: bool = True
+    compile: bool = False
+    val_fraction: float = 0.2
+    test_fraction: float = 0.2
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExperimentConfig:
+        """Build and validate; unknown keys are refused so typos do not pass silently."""
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(unknown[0], "unknown setting")
+        cfg = cls(**data)
+        return cfg.validated()
+
+    def validated(self) -> ExperimentConfig:
+        """Return a copy with coerced types and strategy defaults filled in, or raise ConfigError."""
+        from nas_core.data import DATASETS, parse_dataset
+        from nas_core.spaces import SPACES
+        from nas_core.strategies import STRATEGIES
+
+        if self.strategy not in STRATEGIES:
+            raise ConfigError("strategy", f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        if self.space not in SPACES:
+            raise ConfigError("space", f"unknown search space {self.space!r}; choose one of {', '.join(SPACES)}")
+        strat = STRATEGIES[self.strategy]
+        if self.space not in strat.spaces:
+            raise ConfigError("space", f"strategy {self.strategy} does not support space {self.space!r}")
+        kind, _root = parse_dataset(self.dataset)
+        if kind not in DATASETS:
+            raise ConfigError("dataset", f"unknown data set {self.dataset!r}; choose one of {', '.join(DATASETS)}")
+        values: dict[str, Any] = {}
+        for name, spec in _GENERAL.items():
+            values[name] = spec.coerce(getattr(self, name), where="")
+        if values["val_fraction"] + values["test_fraction"] >= 0.8:
+            raise ConfigError("test_fraction", "validation + test fractions must leave at least 20% for training")
+        if not isinstance(self.params, dict):
+            raise ConfigError("params", "must be a mapping of strategy parameters")
+        specs = {p.name: p for p in strat.params}
+        unknown = sorted(set(self.params) - set(specs))
+        if unknown:
+            raise ConfigError(
+                f"params.{unknown[0]}",
+                f"strategy {self.strategy} has no parameter {unknown[0]!r}; it has {', '.join(specs) or 'none'}",
+            )
+        params = {name: spec.coerce(self.params.get(name, spec.default)) for name, spec in specs.items()}
+        name = str(self.name or "").strip()[:200]
+        return ExperimentConfig(
+            strategy=self.strategy,
+            space=self.space,
+            dataset=self.dataset,
+            name=name,
+            params=params,
+            **values,
+        )
+
+
+def apply_overrides(cfg: dict[str, Any], assignments: list[str]) -> dict[str, Any]:
+    """Apply CLI ``key=value`` settings; general fields go top level, others into ``params``."""
+    out = dict(cfg)
+    out["params"] = dict(out.get("params") or {})
+    for item in assignments:
+        if "=" not in item:
+            raise ConfigError(item, "expected key=value")
+        key, value = item.split("=", 1)
+        key = key.strip()
+        if key.startswith("params."):
+            out["params"][key.removeprefix("params.")] = value
+        elif key in ExperimentConfig.__dataclass_fields__ and key != "params":
+            out[key] = value
+        else:
+            out["params"][key] = value
+    return out

@@ -1,0 +1,131 @@
+"""Parameters, MACs in the NAS papers' convention, and measured latency of a stand-alone network.
+
+MACs ("FLOPs" in the NAS papers): multiply-accumulates of Conv2d and Linear layers only, the linear
+bias included; BN, pooling and activations count 0. thop counts more than that by default, so it
+gets custom rules here, and every other module type it knows is counted as 0.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import platform
+import statistics
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def count_params(model: nn.Module) -> int:
+    """All learnable parameters (auxiliary heads, where a space has them, excluded by the caller)."""
+    return int(sum(p.numel() for p in model.parameters() if p.requires_grad))
+
+
+def _conv_macs(m: nn.Conv2d, x: tuple[torch.Tensor], y: torch.Tensor) -> None:
+    kh, kw = m.kernel_size
+    per_out = (m.in_channels // m.groups) * kh * kw
+    m.total_ops += torch.tensor([float(y.numel() * per_out)], dtype=torch.float64)
+
+
+def _linear_macs(m: nn.Linear, x: tuple[torch.Tensor], y: torch.Tensor) -> None:
+    rows = y.numel() // m.out_features
+    bias = m.out_features if m.bias is not None else 0
+    m.total_ops += torch.tensor([float(rows * (m.in_features * m.out_features + bias))], dtype=torch.float64)
+
+
+def _zero(m: nn.Module, x: Any, y: Any) -> None:
+    return None
+
+
+def _custom_rules() -> dict[type, Any]:
+    from thop.profile import register_hooks
+
+    rules: dict[type, Any] = {t: _zero for t in register_hooks}
+    rules[nn.Conv2d] = _conv_macs
+    rules[nn.Linear] = _linear_macs
+    return rules
+
+
+def count_macs(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
+    """MACs of one image (batch 1) through ``model`` in eval mode, paper convention, via thop."""
+    from thop import profile
+
+    m = copy.deepcopy(model).cpu().float().eval()
+    x = torch.zeros(1, *input_shape)
+    macs, _params = profile(m, inputs=(x,), custom_ops=_custom_rules(), verbose=False)
+    return int(round(float(macs)))
+
+
+def device_name(device: torch.device | str = "cpu") -> str:
+    """A short human-readable name of the device latency was measured on."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    proc = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    proc = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"CPU ({proc})"
+
+
+def measure_latency(
+    model: nn.Module,
+    input_shape: tuple[int, int, int],
+    threads: int = 1,
+    warmup: int = 10,
+    repeats: int = 50,
+    device: str = "cpu",
+    max_seconds: float = 10.0,
+) -> dict[str, Any]:
+    """Median wall time of one batch-1 forward pass after warm-up, with the thread count fixed.
+
+    Threads are set for the measurement and restored after, so latencies taken in one process with
+    the same setting are comparable; ``max_seconds`` bounds the repeats for large networks.
+    """
+    m = copy.deepcopy(model).to(device).eval()
+    x = torch.randn(1, *input_shape, device=device)
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    times: list[float] = []
+    try:
+        with torch.inference_mode():
+            for _ in range(warmup):
+                m(x)
+            deadline = time.perf_counter() + max_seconds
+            for _ in range(repeats):
+                if device != "cpu":
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                m(x)
+                if device != "cpu":
+                    torch.cuda.synchronize()
+                times.append(time.perf_counter() - t0)
+                if time.perf_counter() > deadline and len(times) >= 5:
+                    break
+    finally:
+        torch.set_num_threads(old_threads)
+    return {
+        "latency_ms": statistics.median(times) * 1000.0,
+        "latency_threads": threads,
+        "latency_device": device_name(device),
+        "latency_repeats": len(times),
+    }
+
+
+def profile_network(model: nn.Module, input_shape: tuple[int, int, int], threads: int = 1) -> dict[str, Any]:
+    """Params, MACs and latency of a stand-alone network, the three numbers on every Pareto chart."""
+    out: dict[str, Any] = {"params": count_params(model), "macs": count_macs(model, input_shape)}
+    out.update(measure_latency(model, input_shape, threads=threads))
+    return out
+
+
+def default_threads() -> int:
+    """Threads a job uses when not told: what the machine offers, at most 2 (latency stays comparable)."""
+    return max(1, min(2, os.cpu_count() or 1))

@@ -1,0 +1,140 @@
+"""One experiment from start to finish: search, derive, train from scratch, measure, export.
+
+The worker, the CLI's ``search`` and notebooks all call :func:`run_experiment`; only the reporter
+differs. Raises :class:`nas_core.reporting.Cancelled` when the reporter asks to stop.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from nas_core.config import ExperimentConfig
+from nas_core.data import load_dataset
+from nas_core.export import export_all, sha256
+from nas_core.metrics import device_name, profile_network
+from nas_core.reporting import ArchitectureRecord, Reporter
+from nas_core.spaces import get_space
+from nas_core.strategies import SearchContext, get_strategy
+from nas_core.train import train_network
+
+
+@dataclass
+class ExperimentResult:
+    """What an experiment produced; the CLI prints it as JSON."""
+
+    status: str
+    genotype: str
+    accuracy: float | None
+    accuracy_kind: str
+    params: int | None
+    macs: int | None
+    latency_ms: float | None
+    search_seconds: float
+    train_seconds: float
+    device: str
+    supernet_accuracy: float | None = None
+    artifacts: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def run_experiment(config: ExperimentConfig, reporter: Reporter) -> ExperimentResult:
+    """Run the whole experiment described by ``config``, reporting through ``reporter``."""
+    cfg = config.validated()
+    torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    device = torch.device("cpu")
+    reporter.workdir.mkdir(parents=True, exist_ok=True)
+    strategy = get_strategy(cfg.strategy)
+    space = get_space(cfg.space)
+    data = load_dataset(cfg.dataset, cfg.seed, cfg.val_fraction, cfg.test_fraction)
+    reporter.log(f"data: {data.summary()}")
+    reporter.log(f"strategy {strategy.label} on {space.label}; {cfg.threads} thread(s) on {device_name(device)}")
+
+    search_units = cfg.epochs * strategy.relative_cost
+    final_units = float(cfg.final_epochs)
+    split = search_units / (search_units + final_units)
+    ctx = SearchContext(cfg, space, data, reporter, device, progress_span=(0.0, split))
+    t0 = time.perf_counter()
+    outcome = strategy.search(ctx)
+    search_seconds = time.perf_counter() - t0
+    reporter.log(f"search finished in {search_seconds:.1f} s: {outcome.genotype}")
+    reporter.flush()
+
+    seed_everything(cfg.seed)
+    net = space.build_network(outcome.genotype, data.num_classes, data.input_shape, cfg.final_channels,
+                              cfg.cells_per_stage)
+    t1 = time.perf_counter()
+    if cfg.final_epochs > 0:
+        reporter.log(f"training the derived architecture from scratch for {cfg.final_epochs} epochs")
+        res = train_network(
+            net, data, cfg.final_epochs, reporter, lr=cfg.final_lr, batch_size=cfg.batch_size, seed=cfg.seed,
+            channels_last=cfg.channels_last, progress_span=(split, 1.0),
+        )
+        accuracy, kind = res["test_acc"], "test"
+        reporter.log(f"final network: test accuracy {accuracy:.4f} (val {res['val_acc']:.4f})")
+    else:
+        accuracy, kind = outcome.accuracy, outcome.accuracy_kind
+    train_seconds = time.perf_counter() - t1
+
+    prof = profile_network(net, data.input_shape, threads=1)
+    reporter.log(
+        f"params {prof['params']:,}, MACs {prof['macs'] / 1e6:.3f} M, latency {prof['latency_ms']:.3f} ms "
+        f"(batch 1, {prof['latency_threads']} thread, {prof['latency_device']})"
+    )
+    paths = export_all(
+        net, space.name, outcome.genotype, cfg.to_dict(), data.input_shape, reporter.workdir / "export",
+        num_classes=data.num_classes, channels=cfg.final_channels, cells_per_stage=cfg.cells_per_stage,
+    )
+    for kind_name, path in paths.items():
+        reporter.artifact(kind_name, path, sha256(path))
+    reporter.architecture(
+        ArchitectureRecord(
+            genotype=outcome.genotype,
+            space=space.name,
+            accuracy=accuracy,
+            accuracy_kind=kind,
+            params=prof["params"],
+            macs=prof["macs"],
+            latency_ms=prof["latency_ms"],
+            latency_threads=prof["latency_threads"],
+            latency_device=prof["latency_device"],
+            origin="final" if cfg.final_epochs > 0 else "search",
+            checkpoint_path=paths.get("checkpoint"),
+            extra={
+                "supernet_accuracy": outcome.accuracy,
+                "search_seconds": search_seconds,
+                "train_seconds": train_seconds,
+                **outcome.extra,
+            },
+        )
+    )
+    reporter.progress(1.0, "done", cfg.final_epochs, cfg.final_epochs)
+    reporter.flush()
+    return ExperimentResult(
+        status="succeeded",
+        genotype=outcome.genotype,
+        accuracy=accuracy,
+        accuracy_kind=kind,
+        params=prof["params"],
+        macs=prof["macs"],
+        latency_ms=prof["latency_ms"],
+        search_seconds=search_seconds,
+        train_seconds=train_seconds,
+        device=device_name(device),
+        supernet_accuracy=outcome.accuracy,
+        artifacts=paths,
+    )

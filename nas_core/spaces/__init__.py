@@ -1,0 +1,19 @@
+"""Search spaces by name; each module holds one family, as timm keeps one model family a file."""
+
+from __future__ import annotations
+
+from nas_core.spaces.base import GenotypeError, SearchSpace
+from nas_core.spaces.nb201 import NB201Space
+
+SPACES: dict[str, SearchSpace] = {"nb201": NB201Space()}
+
+
+def get_space(name: str) -> SearchSpace:
+    """The space registered under ``name``; a clear error lists the known ones."""
+    try:
+        return SPACES[name]
+    except KeyError:
+        raise GenotypeError(f"unknown search space {name!r}; known: {', '.join(SPACES)}") from None
+
+
+__all__ = ["SPACES", "GenotypeError", "SearchSpace", "get_space"]

@@ -1,0 +1,397 @@
+"""NAS-Bench-201 cell space (Dong & Yang, ICLR 2020), built exactly as the benchmark's code builds it.
+
+A cell has nodes 0 (input) to 3 (output) and an edge j->i for every j < i (6 edges), each carrying
+one of 5 ops. Genotype strings use the benchmark's own format so results can be looked up there:
+``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|``. The stand-alone skeleton (stem, 3 stages of N cells joined
+by ResNet blocks, BN-ReLU, pooling, classifier) reproduces the benchmark's parameter and MAC counts.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nas_core.spaces.base import GenotypeError, SearchSpace
+
+OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+#: (target, source) pairs in the benchmark's order: node 1, then node 2, then node 3.
+EDGE_PAIRS: tuple[tuple[int, int], ...] = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))
+EDGES: tuple[str, ...] = tuple(f"{i}<-{j}" for i, j in EDGE_PAIRS)
+PARAM_FREE = frozenset({"none", "skip_connect", "avg_pool_3x3"})
+NUM_NODES = 4
+
+
+@dataclass(frozen=True)
+class NB201Genotype:
+    """One op per edge, in :data:`EDGES` order."""
+
+    ops: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.ops) != len(EDGES):
+            raise GenotypeError(f"an NB201 genotype has {len(EDGES)} edges, got {len(self.ops)}")
+        for edge, op in zip(EDGES, self.ops):
+            if op not in OPS:
+                raise GenotypeError(f"edge {edge}: unknown op {op!r}; NB201 ops are {', '.join(OPS)}")
+
+    def __str__(self) -> str:
+        return format_genotype(self)
+
+
+def format_genotype(g: NB201Genotype) -> str:
+    """The benchmark's arch string."""
+    parts, k = [], 0
+    for i in range(1, NUM_NODES):
+        items = []
+        for j in range(i):
+            items.append(f"{g.ops[k]}~{j}")
+            k += 1
+        parts.append("|" + "|".join(items) + "|")
+    return "+".join(parts)
+
+
+def parse_genotype(text: str) -> NB201Genotype:
+    """Parse the benchmark's arch string, naming the first thing that is wrong."""
+    text = (text or "").strip()
+    if not text:
+        raise GenotypeError("empty NB201 genotype; expected e.g. |nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+...")
+    if text.startswith("{"):
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise GenotypeError(f"genotype JSON is not valid JSON: {exc}") from None
+        return genotype_from_json(doc)
+    nodes = text.split("+")
+    if len(nodes) != NUM_NODES - 1:
+        raise GenotypeError(f"an NB201 arch string has {NUM_NODES - 1} nodes joined by '+', found {len(nodes)}")
+    ops: list[str] = []
+    for i, node in enumerate(nodes, start=1):
+        node = node.strip()
+        if not (node.startswith("|") and node.endswith("|")):
+            raise GenotypeError(f"node {i}: expected '|op~j|...|', got {node!r}")
+        items = [s for s in node[1:-1].split("|")]
+        if len(items) != i:
+            raise GenotypeError(f"node {i}: expected {i} incoming edge(s), got {len(items)} in {node!r}")
+        for j, item in enumerate(items):
+            if "~" not in item:
+                raise GenotypeError(f"node {i}: edge {item!r} lacks '~source'")
+            op, src = item.rsplit("~", 1)
+            if src.strip() != str(j):
+                raise GenotypeError(f"node {i}: edge {item!r} must come from node {j}")
+            op = op.strip()
+            if op not in OPS:
+                raise GenotypeError(f"node {i}: unknown op {op!r}; NB201 ops are {', '.join(OPS)}")
+            ops.append(op)
+    return NB201Genotype(tuple(ops))
+
+
+def genotype_to_json(g: NB201Genotype) -> dict[str, Any]:
+    return {
+        "space": "nb201",
+        "format": 1,
+        "arch": format_genotype(g),
+        "edges": {edge: op for edge, op in zip(EDGES, g.ops)},
+    }
+
+
+def genotype_from_json(doc: Any) -> NB201Genotype:
+    if not isinstance(doc, dict):
+        raise GenotypeError("genotype JSON must be an object")
+    space = doc.get("space", "nb201")
+    if space != "nb201":
+        raise GenotypeError(f"genotype JSON is for space {space!r}, not nb201")
+    if "arch" in doc:
+        g = parse_genotype(str(doc["arch"]))
+        edges = doc.get("edges")
+        if isinstance(edges, dict) and edges and tuple(edges.get(e) for e in EDGES) != g.ops:
+            raise GenotypeError("genotype JSON: 'edges' disagrees with 'arch'")
+        return g
+    edges = doc.get("edges")
+    if not isinstance(edges, dict):
+        raise GenotypeError("genotype JSON needs 'arch' (string) or 'edges' (object)")
+    missing = [e for e in EDGES if e not in edges]
+    if missing:
+        raise GenotypeError(f"genotype JSON: missing edge(s) {', '.join(missing)}")
+    return NB201Genotype(tuple(str(edges[e]) for e in EDGES))
+
+
+# --------------------------------------------------------------------------- building blocks
+
+
+class ReLUConvBN(nn.Sequential):
+    def __init__(self, c_in: int, c_out: int, k: int, stride: int, pad: int, affine: bool = True) -> None:
+        super().__init__(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(c_in, c_out, k, stride=stride, padding=pad, bias=False),
+            nn.BatchNorm2d(c_out, affine=affine),
+        )
+
+
+class ResNetBlock(nn.Module):
+    """The benchmark's stride-2 reduction block between stages."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.conv_a = ReLUConvBN(c_in, c_out, 3, 2, 1)
+        self.conv_b = ReLUConvBN(c_out, c_out, 3, 1, 1)
+        self.downsample = nn.Sequential(
+            nn.AvgPool2d(kernel_size=2, stride=2, padding=0),
+            nn.Conv2d(c_in, c_out, 1, 1, 0, bias=False),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.downsample(x) + self.conv_b(self.conv_a(x))
+
+
+def _make_op(op: str, c: int, affine: bool) -> nn.Module | None:
+    if op == "none":
+        return None
+    if op == "skip_connect":
+        return nn.Identity()
+    if op == "nor_conv_1x1":
+        return ReLUConvBN(c, c, 1, 1, 0, affine)
+    if op == "nor_conv_3x3":
+        return ReLUConvBN(c, c, 3, 1, 1, affine)
+    if op == "avg_pool_3x3":
+        return nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
+    raise GenotypeError(f"unknown op {op!r}")
+
+
+class InferCell(nn.Module):
+    """A fixed cell: node_i = sum over j<i of op_ij(node_j); `none` edges are not computed at all."""
+
+    def __init__(self, genotype: NB201Genotype, c: int) -> None:
+        super().__init__()
+        self.genotype = genotype
+        self.edge_ops = nn.ModuleDict()
+        for (i, j), op in zip(EDGE_PAIRS, genotype.ops):
+            mod = _make_op(op, c, affine=True)
+            if mod is not None:
+                self.edge_ops[f"{i}_{j}"] = mod
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        nodes = [x]
+        for i in range(1, NUM_NODES):
+            total: torch.Tensor | None = None
+            for j in range(i):
+                key = f"{i}_{j}"
+                if key in self.edge_ops:
+                    out = self.edge_ops[key](nodes[j])
+                    total = out if total is None else total + out
+            nodes.append(total if total is not None else torch.zeros_like(x))
+        return nodes[-1]
+
+
+class _Skeleton(nn.Module):
+    """Stem, three stages of cells joined by ResNet blocks, BN-ReLU, pooling, classifier."""
+
+    def __init__(self, make_cell, c: int, n: int, num_classes: int, in_ch: int) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_ch, c, 3, padding=1, bias=False), nn.BatchNorm2d(c))
+        layers: list[nn.Module] = []
+        c_prev = c
+        for stage, c_curr in enumerate((c, 2 * c, 4 * c)):
+            if stage > 0:
+                layers.append(ResNetBlock(c_prev, c_curr))
+            layers.extend(make_cell(c_curr) for _ in range(n))
+            c_prev = c_curr
+        self.cells = nn.ModuleList(layers)
+        self.lastact = nn.Sequential(nn.BatchNorm2d(c_prev), nn.ReLU(inplace=True))
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c_prev, num_classes)
+
+    def features(self, x: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.stem(x)
+        for cell in self.cells:
+            x = cell(x, weights) if isinstance(cell, SearchCell) else cell(x)
+        return self.lastact(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.global_pooling(self.features(x)).flatten(1)
+        return self.classifier(out)
+
+
+class NB201Network(_Skeleton):
+    """Stand-alone NAS-Bench-201 network for one genotype (C=16, N=5 is the benchmark's)."""
+
+    def __init__(self, genotype: NB201Genotype, c: int = 16, n: int = 5, num_classes: int = 10, in_ch: int = 3):
+        super().__init__(lambda cc: InferCell(genotype, cc), c, n, num_classes, in_ch)
+        self.genotype = genotype
+
+
+# --------------------------------------------------------------------------- supernet
+
+
+class SearchEdge(nn.Module):
+    """Parameters of one mixed edge: the two conv ops (their BN is non-affine, as in DARTS search)."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, c, 1, bias=False)
+        self.conv3 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+
+
+def _bn(x: torch.Tensor) -> torch.Tensor:
+    # Non-affine BN from batch statistics (track_running_stats=False in the search network).
+    return F.batch_norm(x, None, None, training=True, eps=1e-5)
+
+
+_I_SKIP, _I_C1, _I_C3, _I_POOL = OPS.index("skip_connect"), OPS.index("nor_conv_1x1"), OPS.index("nor_conv_3x3"), 4
+
+
+class SearchCell(nn.Module):
+    """Mixed cell: edge output = sum_o w_o * o(x) over the 5 ops, weights given per forward.
+
+    Two forward paths with identical results (tests check it): ``plain`` evaluates each edge on its
+    own, as the reference does; ``fused`` (the default) evaluates, per source node, one shared ReLU,
+    one pooling, and one convolution per kernel size whose output channels hold every outgoing edge.
+    The ``none`` op contributes w*0 = 0 and is skipped (its alpha still gets gradient via softmax).
+    """
+
+    def __init__(self, c: int, fused: bool = True) -> None:
+        super().__init__()
+        self.c = c
+        self.fused = fused
+        self.edges = nn.ModuleList(SearchEdge(c) for _ in EDGE_PAIRS)
+        self.pool = nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
+        # outgoing edge indices per source node
+        self._out_edges = [[k for k, (_, j) in enumerate(EDGE_PAIRS) if j == src] for src in range(NUM_NODES - 1)]
+
+    def _edge_plain(self, k: int, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        e = self.edges[k]
+        r = F.relu(x)
+        return (
+            w[_I_SKIP] * x
+            + w[_I_C1] * _bn(e.conv1(r))
+            + w[_I_C3] * _bn(e.conv3(r))
+            + w[_I_POOL] * self.pool(x)
+        )
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        if not self.fused:
+            nodes = [x]
+            for i in range(1, NUM_NODES):
+                nodes.append(
+                    sum(self._edge_plain(k, nodes[j], weights[k]) for k, (ii, j) in enumerate(EDGE_PAIRS) if ii == i)
+                )
+            return nodes[-1]
+        c = self.c
+        partial: dict[int, torch.Tensor] = {}
+        nodes = [x]
+        for src in range(NUM_NODES - 1):
+            h = nodes[src]
+            ks = self._out_edges[src]
+            r = F.relu(h)
+            w1 = torch.cat([self.edges[k].conv1.weight for k in ks])
+            w3 = torch.cat([self.edges[k].conv3.weight for k in ks])
+            # The op weight is folded into the non-affine BN as its per-channel scale: w*BN(y) == BN_w(y).
+            s1 = weights[ks, _I_C1].repeat_interleave(c)
+            s3 = weights[ks, _I_C3].repeat_interleave(c)
+            y = F.batch_norm(F.conv2d(r, w1), None, None, s1, None, True, 0.0, 1e-5) + F.batch_norm(
+                F.conv2d(r, w3, padding=1), None, None, s3, None, True, 0.0, 1e-5
+            )
+            p = self.pool(h)
+            for k, yk in zip(ks, y.split(c, dim=1)):
+                w = weights[k]
+                out = yk + w[_I_SKIP] * h + w[_I_POOL] * p
+                tgt = EDGE_PAIRS[k][0]
+                partial[tgt] = out if tgt not in partial else partial[tgt] + out
+            nodes.append(partial.pop(src + 1))
+        return nodes[-1]
+
+
+class NB201SuperNet(_Skeleton):
+    """Weight-sharing NB201 network; one alpha matrix (6 edges x 5 ops) shared by all cells."""
+
+    def __init__(self, c: int = 16, n: int = 5, num_classes: int = 10, in_ch: int = 3, fused: bool = True):
+        super().__init__(lambda cc: SearchCell(cc, fused=fused), c, n, num_classes, in_ch)
+        self.alpha = nn.Parameter(1e-3 * torch.randn(len(EDGES), len(OPS)))
+
+    # The strategies see alphas under one cell-type name so spaces with several cell types fit too.
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return [self.alpha]
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        return [p for name, p in self.named_parameters() if name != "alpha"]
+
+    def arch_weights(self) -> dict[str, torch.Tensor]:
+        return {"normal": F.softmax(self.alpha, dim=-1)}
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+        if weights is None:
+            weights = F.softmax(self.alpha, dim=-1)
+        out = self.global_pooling(self.features(x, weights)).flatten(1)
+        return self.classifier(out)
+
+    def genotype(self) -> NB201Genotype:
+        """Argmax op per edge over all five ops, `none` included, as the benchmark's DARTS code derives it."""
+        idx = self.alpha.detach().argmax(dim=-1).tolist()
+        return NB201Genotype(tuple(OPS[i] for i in idx))
+
+
+# --------------------------------------------------------------------------- the space
+
+
+class NB201Space(SearchSpace):
+    name = "nb201"
+    label = "NAS-Bench-201 cell"
+    ops = OPS
+    edges = EDGES
+    cell_types = ("normal",)
+    param_free_ops = PARAM_FREE
+
+    def parse(self, text: str) -> NB201Genotype:
+        return parse_genotype(text)
+
+    def format(self, genotype: Any) -> str:
+        return format_genotype(self.coerce(genotype))
+
+    def to_json(self, genotype: Any) -> dict[str, Any]:
+        return genotype_to_json(self.coerce(genotype))
+
+    def from_json(self, doc: dict[str, Any]) -> NB201Genotype:
+        return genotype_from_json(doc)
+
+    def to_dot(self, genotype: Any) -> str:
+        g = self.coerce(genotype)
+        lines = [
+            "digraph cell {",
+            '  rankdir=LR; bgcolor="transparent";',
+            '  node [shape=circle, style=filled, fillcolor="#dbe9f6", fontname="Helvetica"];',
+            '  edge [fontname="Helvetica", fontsize=10];',
+            '  n0 [label="in"]; n3 [label="out", fillcolor="#f6e3c8"];',
+            '  n1 [label="1"]; n2 [label="2"];',
+        ]
+        colors = {"nor_conv_3x3": "#1f77b4", "nor_conv_1x1": "#2ca02c", "skip_connect": "#7f7f7f",
+                  "avg_pool_3x3": "#ff7f0e"}
+        for (i, j), op in zip(EDGE_PAIRS, g.ops):
+            if op == "none":
+                continue
+            lines.append(f'  n{j} -> n{i} [label="{op}", color="{colors[op]}", fontcolor="{colors[op]}"];')
+        lines.append("}")
+        return "\n".join(lines)
+
+    def build_network(
+        self,
+        genotype: Any,
+        num_classes: int = 10,
+        input_shape: tuple[int, int, int] = (3, 32, 32),
+        channels: int = 16,
+        cells_per_stage: int = 5,
+    ) -> NB201Network:
+        return NB201Network(self.coerce(genotype), channels, cells_per_stage, num_classes, input_shape[0])
+
+    def build_supernet(
+        self,
+        num_classes: int = 10,
+        input_shape: tuple[int, int, int] = (3, 32, 32),
+        channels: int = 16,
+        cells_per_stage: int = 5,
+        **options: Any,
+    ) -> NB201SuperNet:
+        return NB201SuperNet(channels, cells_per_stage, num_classes, input_shape[0], fused=options.get("fused", True))

@@ -1,0 +1,78 @@
+"""The one interface every search strategy implements, and the context it runs in."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from nas_core.config import ExperimentConfig, ParamSpec
+from nas_core.data import Dataset
+from nas_core.reporting import Cancelled, Reporter
+from nas_core.spaces.base import SearchSpace
+
+
+@dataclass
+class SearchContext:
+    """What a strategy gets: validated config, space, data, the reporter and its share of progress."""
+
+    config: ExperimentConfig
+    space: SearchSpace
+    data: Dataset
+    reporter: Reporter
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    progress_span: tuple[float, float] = (0.0, 1.0)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.config.params
+
+    def report_progress(self, done: float, epoch: int) -> None:
+        """Map the search's own fraction ``done`` into the experiment's overall progress."""
+        lo, hi = self.progress_span
+        self.reporter.progress(lo + (hi - lo) * min(1.0, max(0.0, done)), "search", epoch, self.config.epochs)
+
+    def check_stop(self) -> None:
+        if self.reporter.should_stop():
+            raise Cancelled("cancel requested")
+
+
+@dataclass
+class SearchOutcome:
+    """The derived architecture and what the search knows of it before training from scratch."""
+
+    genotype: str
+    accuracy: float | None = None  # supernet validation accuracy, when the strategy has one
+    accuracy_kind: str = "supernet-val"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Strategy(ABC):
+    """A search method. Stateless: all run state lives inside :meth:`search`."""
+
+    name: str
+    label: str
+    description: str
+    spaces: tuple[str, ...]
+    params: tuple[ParamSpec, ...]
+    #: cost of one search epoch relative to one epoch of training the final network (progress/ETA)
+    relative_cost: float = 2.0
+
+    @abstractmethod
+    def search(self, ctx: SearchContext) -> SearchOutcome:
+        """Run the search, reporting as it goes; raise :class:`Cancelled` when asked to stop."""
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "label": self.label,
+            "description": self.description,
+            "spaces": list(self.spaces),
+            "params": [
+                {"name": p.name, "default": p.default, "kind": p.kind, "help": p.help, "min": p.minimum,
+                 "max": p.maximum, "choices": list(p.choices)}
+                for p in self.params
+            ],
+        }
