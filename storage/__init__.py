@@ -1,0 +1,1 @@
+"""Persistence for NAS Dashboard: schema, migrations, and plain query functions (no PyTorch here)."""
