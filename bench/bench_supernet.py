@@ -107,9 +107,9 @@ def main() -> None:
                 continue
             r = json.loads(proc.stdout.strip().splitlines()[-1])
             results[(impl, mode)] = r
-            print(f"{impl:14s} {'weight' if mode == 'w' else 'weight+alpha':13s} {r['images_per_s']:7.1f} img/s "
-                  f"{r['ms_per_step']:8.1f} ms/step  peak RSS {r['peak_rss_mb']:7.0f} MB  (warm-up {r['warmup_s']:.1f} s)",
-                  flush=True)
+            label = "weight" if mode == "w" else "weight+alpha"
+            print(f"{impl:14s} {label:13s} {r['images_per_s']:7.1f} img/s {r['ms_per_step']:8.1f} ms/step  "
+                  f"peak RSS {r['peak_rss_mb']:7.0f} MB  (warm-up {r['warmup_s']:.1f} s)", flush=True)
     for mode in ("w", "wa"):
         peer = results.get(("xautodl", mode))
         for impl in impls[1:]:
