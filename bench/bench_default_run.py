@@ -40,17 +40,22 @@ def main() -> None:
         search = [m["seconds"] for phase, _, m in rep.epochs if phase == "search"]
         train = [m["seconds"] for phase, _, m in rep.epochs if phase == "train"]
         n = len(data.y_train)
-        print(f"== {name} on {cfg.dataset} ({data.summary()}), epochs {cfg.epochs}, final_epochs {cfg.final_epochs}, "
-              f"C={cfg.channels}, N={cfg.cells_per_stage}, batch {cfg.batch_size}, threads {cfg.threads}")
-        print(f"  search epoch: median {statistics.median(search):.2f} s -> {n / statistics.median(search):.0f} "
-              f"train images/s (each step also takes a val batch for bi-level)")
+        print(
+            f"== {name} on {cfg.dataset} ({data.summary()}), epochs {cfg.epochs}, final_epochs {cfg.final_epochs}, "
+            f"C={cfg.channels}, N={cfg.cells_per_stage}, batch {cfg.batch_size}, threads {cfg.threads}"
+        )
+        print(
+            f"  search epoch: median {statistics.median(search):.2f} s -> {n / statistics.median(search):.0f} "
+            f"train images/s (each step also takes a val batch for bi-level)"
+        )
         if train:
             print(f"  final-training epoch: median {statistics.median(train):.2f} s")
-        print(f"  search {res.search_seconds:.1f} s, final training {res.train_seconds:.1f} s, "
-              f"end to end {wall:.1f} s")
-        print(f"  result: {res.genotype} accuracy {res.accuracy:.4f} ({res.accuracy_kind}), supernet val "
-              f"{res.supernet_accuracy:.4f}, {res.params:,} params, {res.macs / 1e6:.3f} M MACs, "
-              f"{res.latency_ms:.3f} ms")
+        print(f"  search {res.search_seconds:.1f} s, final training {res.train_seconds:.1f} s, end to end {wall:.1f} s")
+        print(
+            f"  result: {res.genotype} accuracy {res.accuracy:.4f} ({res.accuracy_kind}), supernet val "
+            f"{res.supernet_accuracy:.4f}, {res.params:,} params, {res.macs / 1e6:.3f} M MACs, "
+            f"{res.latency_ms:.3f} ms"
+        )
         print(f"  peak RSS so far {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB", flush=True)
 
 

@@ -80,8 +80,14 @@ def child(impl: str, mode: str, steps: int, threads: int) -> dict:
         step()
     dt = (time.perf_counter() - t0) / steps
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"impl": impl, "mode": mode, "images_per_s": 64 / dt, "ms_per_step": dt * 1000, "peak_rss_mb": peak_mb,
-            "warmup_s": warm}
+    return {
+        "impl": impl,
+        "mode": mode,
+        "images_per_s": 64 / dt,
+        "ms_per_step": dt * 1000,
+        "peak_rss_mb": peak_mb,
+        "warmup_s": warm,
+    }
 
 
 def main() -> None:
@@ -98,8 +104,17 @@ def main() -> None:
     results: dict[tuple[str, str], dict] = {}
     for mode in ("w", "wa"):
         for impl in impls:
-            cmd = [sys.executable, __file__, "--child", impl, mode, "--steps", str(args.steps),
-                   "--threads", str(args.threads)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--child",
+                impl,
+                mode,
+                "--steps",
+                str(args.steps),
+                "--threads",
+                str(args.threads),
+            ]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
                 last = (proc.stderr.strip().splitlines() or ["?"])[-1]
@@ -108,15 +123,20 @@ def main() -> None:
             r = json.loads(proc.stdout.strip().splitlines()[-1])
             results[(impl, mode)] = r
             label = "weight" if mode == "w" else "weight+alpha"
-            print(f"{impl:14s} {label:13s} {r['images_per_s']:7.1f} img/s {r['ms_per_step']:8.1f} ms/step  "
-                  f"peak RSS {r['peak_rss_mb']:7.0f} MB  (warm-up {r['warmup_s']:.1f} s)", flush=True)
+            print(
+                f"{impl:14s} {label:13s} {r['images_per_s']:7.1f} img/s {r['ms_per_step']:8.1f} ms/step  "
+                f"peak RSS {r['peak_rss_mb']:7.0f} MB  (warm-up {r['warmup_s']:.1f} s)",
+                flush=True,
+            )
     for mode in ("w", "wa"):
         peer = results.get(("xautodl", mode))
         for impl in impls[1:]:
             ours = results.get((impl, mode))
             if peer and ours:
-                print(f"ratio {impl}/xautodl {mode:2s}: speed x{ours['images_per_s'] / peer['images_per_s']:.2f}, "
-                      f"peak memory x{ours['peak_rss_mb'] / peer['peak_rss_mb']:.2f}")
+                print(
+                    f"ratio {impl}/xautodl {mode:2s}: speed x{ours['images_per_s'] / peer['images_per_s']:.2f}, "
+                    f"peak memory x{ours['peak_rss_mb'] / peer['peak_rss_mb']:.2f}"
+                )
 
 
 if __name__ == "__main__":

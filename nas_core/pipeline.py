@@ -75,14 +75,22 @@ def run_experiment(config: ExperimentConfig, reporter: Reporter) -> ExperimentRe
     reporter.flush()
 
     seed_everything(cfg.seed)
-    net = space.build_network(outcome.genotype, data.num_classes, data.input_shape, cfg.final_channels,
-                              cfg.cells_per_stage)
+    net = space.build_network(
+        outcome.genotype, data.num_classes, data.input_shape, cfg.final_channels, cfg.cells_per_stage
+    )
     t1 = time.perf_counter()
     if cfg.final_epochs > 0:
         reporter.log(f"training the derived architecture from scratch for {cfg.final_epochs} epochs")
         res = train_network(
-            net, data, cfg.final_epochs, reporter, lr=cfg.final_lr, batch_size=cfg.batch_size, seed=cfg.seed,
-            channels_last=cfg.channels_last, progress_span=(split, 1.0),
+            net,
+            data,
+            cfg.final_epochs,
+            reporter,
+            lr=cfg.final_lr,
+            batch_size=cfg.batch_size,
+            seed=cfg.seed,
+            channels_last=cfg.channels_last,
+            progress_span=(split, 1.0),
         )
         accuracy, kind = res["test_acc"], "test"
         reporter.log(f"final network: test accuracy {accuracy:.4f} (val {res['val_acc']:.4f})")
@@ -96,8 +104,15 @@ def run_experiment(config: ExperimentConfig, reporter: Reporter) -> ExperimentRe
         f"(batch 1, {prof['latency_threads']} thread, {prof['latency_device']})"
     )
     paths = export_all(
-        net, space.name, outcome.genotype, cfg.to_dict(), data.input_shape, reporter.workdir / "export",
-        num_classes=data.num_classes, channels=cfg.final_channels, cells_per_stage=cfg.cells_per_stage,
+        net,
+        space.name,
+        outcome.genotype,
+        cfg.to_dict(),
+        data.input_shape,
+        reporter.workdir / "export",
+        num_classes=data.num_classes,
+        channels=cfg.final_channels,
+        cells_per_stage=cfg.cells_per_stage,
     )
     for kind_name, path in paths.items():
         reporter.artifact(kind_name, path, sha256(path))

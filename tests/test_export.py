@@ -16,8 +16,9 @@ def test_export_all_round_trips(tmp_path):
     net.train()
     net(torch.randn(16, 1, 8, 8))  # move BN running stats away from their init
     net.eval()
-    paths = export_all(net, "nb201", ARCH, {"seed": 0}, (1, 8, 8), tmp_path, num_classes=10, channels=8,
-                       cells_per_stage=1)
+    paths = export_all(
+        net, "nb201", ARCH, {"seed": 0}, (1, 8, 8), tmp_path, num_classes=10, channels=8, cells_per_stage=1
+    )
     assert set(paths) == {"genotype_json", "checkpoint", "torchscript"}
     x = torch.randn(3, 1, 8, 8)
     with torch.no_grad():

@@ -79,8 +79,10 @@ def test_second_order_gradient_matches_exact_unrolled_gradient(monkeypatch):
     assert all(torch.equal(p, b) for p, b in zip(w_params, before)), "weights must be restored"
 
     g = torch.autograd.grad(F.cross_entropy(net(xt), yt), w_params, create_graph=True)
-    w_prime = {n: p - xi * (gi + wd * p.detach())
-               for (n, p), gi in zip([(n, p) for n, p in net.named_parameters() if n != "alpha"], g)}
+    w_prime = {
+        n: p - xi * (gi + wd * p.detach())
+        for (n, p), gi in zip([(n, p) for n, p in net.named_parameters() if n != "alpha"], g)
+    }
     w_prime["alpha"] = net.alpha
     loss_v = F.cross_entropy(torch.func.functional_call(net, w_prime, (xv,)), yv)
     exact = torch.autograd.grad(loss_v, a_params)[0]

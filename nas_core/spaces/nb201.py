@@ -265,12 +265,7 @@ class SearchCell(nn.Module):
     def _edge_plain(self, k: int, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         e = self.edges[k]
         r = F.relu(x)
-        return (
-            w[_I_SKIP] * x
-            + w[_I_C1] * _bn(e.conv1(r))
-            + w[_I_C3] * _bn(e.conv3(r))
-            + w[_I_POOL] * self.pool(x)
-        )
+        return w[_I_SKIP] * x + w[_I_C1] * _bn(e.conv1(r)) + w[_I_C3] * _bn(e.conv3(r)) + w[_I_POOL] * self.pool(x)
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         if not self.fused:
@@ -367,8 +362,12 @@ class NB201Space(SearchSpace):
             '  n0 [label="in"]; n3 [label="out", fillcolor="#f6e3c8"];',
             '  n1 [label="1"]; n2 [label="2"];',
         ]
-        colors = {"nor_conv_3x3": "#1f77b4", "nor_conv_1x1": "#2ca02c", "skip_connect": "#7f7f7f",
-                  "avg_pool_3x3": "#ff7f0e"}
+        colors = {
+            "nor_conv_3x3": "#1f77b4",
+            "nor_conv_1x1": "#2ca02c",
+            "skip_connect": "#7f7f7f",
+            "avg_pool_3x3": "#ff7f0e",
+        }
         for (i, j), op in zip(EDGE_PAIRS, g.ops):
             if op == "none":
                 continue

@@ -71,8 +71,15 @@ class Strategy(ABC):
             "description": self.description,
             "spaces": list(self.spaces),
             "params": [
-                {"name": p.name, "default": p.default, "kind": p.kind, "help": p.help, "min": p.minimum,
-                 "max": p.maximum, "choices": list(p.choices)}
+                {
+                    "name": p.name,
+                    "default": p.default,
+                    "kind": p.kind,
+                    "help": p.help,
+                    "min": p.minimum,
+                    "max": p.maximum,
+                    "choices": list(p.choices),
+                }
                 for p in self.params
             ],
         }

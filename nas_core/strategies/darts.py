@@ -152,7 +152,14 @@ class DartsStrategy(Strategy):
                     a_opt.zero_grad(set_to_none=True)
                     if self.mode == "second":
                         grads = unrolled_alpha_grads(
-                            run, w_params, a_params, w_opt, (xb, yb), (xv, yv), lr, p["w_momentum"],
+                            run,
+                            w_params,
+                            a_params,
+                            w_opt,
+                            (xb, yb),
+                            (xv, yv),
+                            lr,
+                            p["w_momentum"],
                             p["w_weight_decay"],
                         )
                     else:
@@ -197,15 +204,23 @@ class DartsStrategy(Strategy):
 
 
 DARTS_V1 = DartsStrategy(
-    "darts", "DARTS (first order)", "first",
-    "Bi-level differentiable search; alpha step on validation batches with the first-order gradient.", 2.0,
+    "darts",
+    "DARTS (first order)",
+    "first",
+    "Bi-level differentiable search; alpha step on validation batches with the first-order gradient.",
+    2.0,
 )
 DARTS_V2 = DartsStrategy(
-    "darts-2nd", "DARTS (second order)", "second",
+    "darts-2nd",
+    "DARTS (second order)",
+    "second",
     "Bi-level differentiable search with the unrolled (second-order, finite-difference Hessian) alpha gradient.",
     4.0,
 )
 SINGLE_DARTS = DartsStrategy(
-    "single-darts", "Single-DARTS", "single",
-    "Single-level: weights and alphas stepped together on the same training batch.", 1.2,
+    "single-darts",
+    "Single-DARTS",
+    "single",
+    "Single-level: weights and alphas stepped together on the same training batch.",
+    1.2,
 )

@@ -1,0 +1,80 @@
+"""Pareto fronts over architectures (accuracy up, MACs and latency down), for the Compare page and notebooks.
+
+Pure numpy/pandas. Exact duplicates of a non-dominated point are all kept on the front (two experiments
+that found the same cell should both be highlighted), and rows with a missing objective never are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+Objective = tuple[str, str]  # (column, "max" | "min")
+
+
+def _minimisation_matrix(df: pd.DataFrame, objectives: Sequence[Objective]) -> np.ndarray:
+    """Objective values as floats, negated where larger is better, so "smaller is better" everywhere."""
+    if not objectives:
+        raise ValueError("at least one objective is needed")
+    cols = []
+    for column, goal in objectives:
+        if goal not in ("max", "min"):
+            raise ValueError(f"objective {column!r}: goal must be 'max' or 'min', got {goal!r}")
+        if column not in df.columns:
+            raise KeyError(f"objective column {column!r} is not in the data frame")
+        values = pd.to_numeric(df[column], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        cols.append(-values if goal == "max" else values)
+    return np.column_stack(cols) if cols else np.empty((len(df), 0))
+
+
+def pareto_mask(df: pd.DataFrame, objectives: Sequence[Objective]) -> np.ndarray:
+    """Boolean mask (positional, len(df)) of the non-dominated rows.
+
+    A row is dominated when another row is at least as good on every objective and strictly better on
+    one. Identical rows do not dominate each other, so duplicates of a front point are all on the front.
+    Rows with NaN (or non-numeric) values in any objective are never on the front.
+    """
+    values = _minimisation_matrix(df, objectives)
+    mask = np.zeros(len(df), dtype=bool)
+    valid = ~np.isnan(values).any(axis=1)
+    if not valid.any():
+        return mask
+    # Work on distinct points only: duplicates share one verdict, and the quadratic part shrinks.
+    unique, inverse = np.unique(values[valid], axis=0, return_inverse=True)
+    inverse = np.asarray(inverse).reshape(-1)
+    keep = np.ones(len(unique), dtype=bool)
+    for i in range(len(unique)):
+        others = unique[keep]
+        dominates_i = np.all(others <= unique[i], axis=1) & np.any(others < unique[i], axis=1)
+        if dominates_i.any():
+            keep[i] = False
+    mask[np.flatnonzero(valid)] = keep[inverse]
+    return mask
+
+
+def pareto_front_order(
+    df: pd.DataFrame,
+    objectives: Sequence[Objective],
+    sort_by: str | None = None,
+    mask: np.ndarray | None = None,
+) -> np.ndarray:
+    """Positions of the front rows in the order a line should join them (a staircase, not a zigzag).
+
+    Sorted ascending by ``sort_by`` (default: the second objective, the x axis of a 2-D chart), ties
+    broken by the remaining objectives in their better direction. ``mask`` may pass a precomputed
+    :func:`pareto_mask`.
+    """
+    if mask is None:
+        mask = pareto_mask(df, objectives)
+    positions = np.flatnonzero(mask)
+    if len(positions) == 0:
+        return positions
+    if sort_by is None:
+        sort_by = objectives[1][0] if len(objectives) > 1 else objectives[0][0]
+    values = _minimisation_matrix(df.iloc[positions], objectives)
+    primary = pd.to_numeric(df[sort_by].iloc[positions], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    # np.lexsort sorts by the last key first.
+    keys = [values[:, k] for k in reversed(range(values.shape[1]))] + [primary]
+    return positions[np.lexsort(keys)]

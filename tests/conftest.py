@@ -1,0 +1,58 @@
+"""Shared fixtures: a database seeded once per session by a real tiny search through the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `pytest` from the repository root imports the project without installing it
+    sys.path.insert(0, str(ROOT))
+
+SEED_COMMAND = ["search", "--strategy", "darts", "--dataset", "synthetic", "--epochs", "1", "--set", "final_epochs=1",
+                "--json"]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SeededRun:
+    """Where the seeded database lives and what the CLI said about the run."""
+
+    runs_dir: Path
+    url: str
+    result: dict[str, Any]
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"NAS_RUNS_DIR": str(self.runs_dir), "NAS_DB_URL": self.url, "NAS_NO_AUTOSTART": "1"}
+
+
+@pytest.fixture(scope="session")
+def seeded_run(tmp_path_factory: pytest.TempPathFactory) -> SeededRun:
+    """Run `python -m nas_core search ... --json` once into a fresh runs folder and database."""
+    runs = tmp_path_factory.mktemp("seeded_runs")
+    seeded = SeededRun(runs, f"sqlite:///{runs / 'nas.db'}", {})
+    pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = os.environ | seeded.env | {"PYTHONPATH": pythonpath}
+    command = [sys.executable, "-m", "nas_core", *SEED_COMMAND]
+    proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        pytest.fail(f"seeding run failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    result = json.loads(lines[-1])
+    assert result["status"] == "succeeded", result
+    return SeededRun(runs, seeded.url, result)
+
+
+@pytest.fixture
+def seeded_env(seeded_run: SeededRun, monkeypatch: pytest.MonkeyPatch) -> SeededRun:
+    """Point storage (and pages under AppTest, which run in this process) at the seeded database."""
+    for key, value in seeded_run.env.items():
+        monkeypatch.setenv(key, value)
+    return seeded_run

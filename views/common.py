@@ -1,0 +1,127 @@
+"""What every page shares: an error guard, storage start-up, the local worker, and experiment labels.
+
+Layout helpers only; figures come from nas_core.viz and data from storage.repo.
+"""
+
+from __future__ import annotations
+
+import functools
+import traceback
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import pandas as pd
+import streamlit as st
+
+from nas_core.config import ConfigError
+from storage import repo
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: The page files, relative to app.py. Not called pages/: a folder of that name next to the entrypoint turns
+#: on Streamlit's legacy multipage mode, which runs a deep link bare (without app.py) after a server start.
+PAGES = {
+    "launch": "views/launch.py",
+    "overview": "views/overview.py",
+    "monitor": "views/monitor.py",
+    "compare": "views/compare.py",
+    "export": "views/export.py",
+}
+
+
+def readable(exc: BaseException) -> str:
+    """One line a user can act on, without the traceback."""
+    if isinstance(exc, ConfigError):
+        return f"{exc.field}: {exc.message}"
+    text = str(exc).strip() or type(exc).__name__
+    first = text.splitlines()[0]
+    return first if isinstance(exc, (ValueError, KeyError, FileNotFoundError)) else f"{type(exc).__name__}: {first}"
+
+
+def show_error(what: str, exc: BaseException) -> None:
+    """A readable error with the full traceback one click away, never a raw exception."""
+    st.error(f"{what}: {readable(exc)}")
+    with st.expander("Details"):
+        st.code("".join(traceback.format_exception(exc)), language="text")
+
+
+def guarded(func: F) -> F:
+    """Run a page body or fragment so that its errors become st.error; Streamlit's own control flow passes."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - the browser must never see a raw exception
+            show_error("This page hit an error", exc)
+            return None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@st.cache_resource(show_spinner=False)
+def _migrate(url: str) -> bool:
+    repo.init_db(url=url)
+    return True
+
+
+def init_storage() -> None:
+    """Create or migrate the database once per URL and process; stop the page with a message if it cannot."""
+    from storage.settings import db_url
+
+    url = db_url()
+    try:
+        _migrate(url)
+    except Exception as exc:  # noqa: BLE001
+        show_error(f"Cannot open the database {url}", exc)
+        st.stop()
+
+
+def ensure_worker() -> str | None:
+    """Start a local worker when none is alive (NAS_NO_AUTOSTART=1 turns this off); returns a warning or None."""
+    try:
+        from nas_core.worker import ensure_local_worker
+
+        ensure_local_worker()
+    except Exception as exc:  # noqa: BLE001
+        return f"Could not start a local worker ({readable(exc)}); run `python -m nas_core worker` in a terminal."
+    return None
+
+
+def worker_hint() -> None:
+    """Say so when jobs wait and no worker is alive, with the command that starts one."""
+    if repo.alive_workers().empty:
+        st.warning("No worker is alive, so queued jobs wait. Start one with `python -m nas_core worker`.")
+
+
+def experiment_label(row: dict[str, Any] | pd.Series) -> str:
+    """Label like "#12 name · darts · running": names are optional and not unique, ids are."""
+    name = str(row.get("name") or "").strip()
+    parts = [f"#{int(row['id'])}" + (f" {name}" if name else ""), str(row.get("strategy") or ""), str(row["status"])]
+    return " · ".join(p for p in parts if p)
+
+
+def query_int(name: str) -> int | None:
+    """An integer query parameter (?id=3), or None when absent or malformed."""
+    value = st.query_params.get(name)
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def pick_experiment(experiments: pd.DataFrame, label: str = "Experiment", param: str = "id") -> int:
+    """A selectbox over experiments, newest first, preselected from and kept in the ``?id=`` query parameter."""
+    ids = [int(i) for i in experiments.sort_values("id", ascending=False)["id"]]
+    labels = {int(r["id"]): experiment_label(r) for r in experiments.to_dict("records")}
+    wanted = query_int(param)
+    index = ids.index(wanted) if wanted in ids else 0
+    chosen = st.selectbox(label, ids, index=index, format_func=lambda i: labels.get(i, f"#{i}"))
+    if query_int(param) != chosen:
+        st.query_params[param] = str(chosen)
+    return int(chosen)
+
+
+def no_experiments_yet() -> None:
+    st.info("No experiments yet.")
+    st.page_link(PAGES["launch"], label="Launch one", icon=":material/rocket_launch:")

@@ -1,0 +1,102 @@
+"""Launch: a form generated from GENERAL_FIELDS and the chosen strategy's params; validated before queueing."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import streamlit as st
+
+from nas_core.config import GENERAL_FIELDS, ConfigError, ExperimentConfig, ParamSpec
+from nas_core.data import DATASETS, check_dataset
+from nas_core.spaces import SPACES
+from nas_core.strategies import STRATEGIES
+from storage import repo
+from views.common import PAGES, ensure_worker, guarded
+
+#: General fields shown up front; the rest go under "Network and runtime".
+MAIN_FIELDS = ("epochs", "seed", "batch_size", "final_epochs")
+
+
+def _bounds(spec: ParamSpec) -> str:
+    if spec.minimum is not None and spec.maximum is not None:
+        return f" Allowed: {spec.minimum:g} to {spec.maximum:g}."
+    if spec.minimum is not None:
+        return f" At least {spec.minimum:g}."
+    return ""
+
+
+def param_widget(spec: ParamSpec, key: str) -> Any:
+    """One input per ParamSpec. Bounds are not enforced by the widget: ExperimentConfig refuses them by name."""
+    label, help_text = spec.name.replace("_", " "), (spec.help + _bounds(spec)).strip()
+    if spec.kind == "bool":
+        return st.checkbox(label, value=bool(spec.default), help=help_text, key=key)
+    if spec.kind == "choice":
+        return st.selectbox(label, spec.choices, index=spec.choices.index(spec.default), help=help_text, key=key)
+    if spec.kind == "int":
+        return st.number_input(label, value=int(spec.default), step=1, help=help_text, key=key)
+    default = float(spec.default)
+    step = 10.0 ** math.floor(math.log10(abs(default))) if default else 0.01
+    return st.number_input(label, value=default, step=step, format="%g", help=help_text, key=key)
+
+
+def _columns(specs: list[ParamSpec], prefix: str, n: int = 4) -> dict[str, Any]:
+    values, cols = {}, st.columns(n)
+    for i, spec in enumerate(specs):
+        with cols[i % n]:
+            values[spec.name] = param_widget(spec, f"{prefix}{spec.name}")
+    return values
+
+
+def _queue(config: dict[str, Any]) -> None:
+    """Validate, then queue; a refusal names the field and queues nothing."""
+    try:
+        cfg = ExperimentConfig(**config).validated()
+        check_dataset(cfg.dataset)
+    except ConfigError as exc:
+        st.session_state.pop("launched", None)
+        st.error(f"**{exc.field}**: {exc.message}. Nothing was queued.")
+        return
+    exp_id = repo.create_experiment(cfg.to_dict(), name=cfg.name)
+    st.session_state["launched"] = exp_id
+    warning = ensure_worker()
+    if warning:
+        st.warning(warning)
+
+
+@guarded
+def main() -> None:
+    st.title("Launch a search")
+    strategy = st.selectbox("Strategy", list(STRATEGIES), format_func=lambda s: STRATEGIES[s].label, key="strategy")
+    strat = STRATEGIES[strategy]
+    st.caption(strat.description)
+    spaces = [s for s in strat.spaces if s in SPACES]
+    space = st.selectbox("Search space", spaces, format_func=lambda s: SPACES[s].label, key="space")
+
+    with st.form("launch"):
+        left, right = st.columns([1, 2])
+        name = left.text_input("Name (optional)", max_chars=200, key="name")
+        datasets = list(DATASETS)
+        dataset = right.selectbox(
+            "Data set", datasets, index=datasets.index("digits") if "digits" in datasets else 0,
+            format_func=lambda d: f"{d}: {DATASETS[d]}", key="dataset",
+        )  # fmt: skip
+        folder = right.text_input("Data folder (only for data sets read from disk)", key="data_folder")
+        general = _columns([p for p in GENERAL_FIELDS if p.name in MAIN_FIELDS], "g_")
+        with st.expander("Network and runtime"):
+            general |= _columns([p for p in GENERAL_FIELDS if p.name not in MAIN_FIELDS], "g_")
+        st.markdown(f"**{strat.label} hyperparameters**")
+        params = _columns(list(strat.params), f"p_{strategy}_")
+        submitted = st.form_submit_button("Launch", type="primary")
+
+    if submitted:
+        spec = f"{dataset}:{folder.strip()}" if folder.strip() else dataset
+        _queue({"strategy": strategy, "space": space, "dataset": spec, "name": name, **general, "params": params})
+    launched = st.session_state.get("launched")
+    if launched is not None:
+        st.success(f"Experiment #{launched} queued.")
+        st.page_link(PAGES["monitor"], label=f"Watch #{launched} on the Monitor page", icon=":material/monitoring:",
+                     query_params={"id": str(launched)})  # fmt: skip
+
+
+main()

@@ -1,0 +1,155 @@
+"""Monitor one experiment live: progress, curves, alpha evolution, derived cell, log; readable errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from nas_core import viz
+from nas_core.spaces import get_space
+from storage import repo
+from views.common import (
+    ensure_worker,
+    guarded,
+    no_experiments_yet,
+    pick_experiment,
+    show_error,
+    worker_hint,
+)
+
+LIVE = ("queued", "running")
+
+
+@st.cache_resource(max_entries=64, show_spinner=False)
+def figure(kind: str, data: pd.DataFrame, *args: Any) -> go.Figure:
+    """``viz.<kind>(data, *args)``, rebuilt only when the data changed: the live view redraws every 2 s."""
+    return getattr(viz, kind)(data, *args)
+
+
+@guarded
+def _retry(exp_id: int) -> None:
+    """Queue a failed, cancelled or interrupted experiment again and make sure a worker will take it."""
+    if repo.retry_experiment(exp_id) is None:
+        st.toast(f"#{exp_id} cannot be queued again in its current state")
+        return
+    warning = ensure_worker()
+    st.toast(warning or f"#{exp_id} queued again")
+
+
+def _status(exp: dict[str, Any]) -> None:
+    status = exp["status"]
+    info = viz.progress_info(exp)
+    if status == "failed":
+        st.error(f"Failed: {exp.get('error') or exp.get('message') or 'no message recorded'}")
+        if exp.get("traceback"):
+            with st.expander("Full traceback"):
+                st.code(exp["traceback"], language="text")
+    elif status in ("cancelled", "interrupted"):
+        st.warning(f"{status.capitalize()}: {exp.get('message') or ''}")
+    elif status == "queued":
+        worker_hint()
+    if status in ("failed", "cancelled", "interrupted"):
+        st.button("Run again", key="retry", on_click=_retry, args=(int(exp["id"]),), icon=":material/replay:")
+    st.progress(info.fraction, text=info.text)
+    cols = st.columns(4)
+    kind = f" ({exp['accuracy_kind']})" if exp.get("accuracy_kind") else ""
+    cols[0].metric("Accuracy" + kind, viz.format_number(exp.get("best_accuracy"), ".2f", " %", 100.0))
+    cols[1].metric("MACs", viz.format_number(exp.get("macs"), ".2f", " M", 1e-6))
+    cols[2].metric("Params", viz.format_number(exp.get("params"), ".3f", " M", 1e-6))
+    cols[3].metric("Latency (batch 1)", viz.format_number(exp.get("latency_ms"), ".2f", " ms"))
+
+
+def _current_genotype(exp_id: int, exp: dict[str, Any]) -> str:
+    """The final genotype once known, else the one derived at the latest alpha snapshot."""
+    if exp.get("genotype"):
+        return str(exp["genotype"])
+    genotypes = repo.genotypes_df(exp_id)
+    return str(genotypes["genotype"].iloc[-1]) if not genotypes.empty else ""
+
+
+def _alphas(exp_id: int, space: Any) -> None:
+    alphas = repo.alphas_df(exp_id)
+    st.subheader("Alpha evolution")
+    if alphas.empty:
+        st.caption("No architecture weights recorded yet (strategies without alphas record none).")
+        return
+    cells = viz.alpha_cells(alphas)
+    cell = st.radio("Cell", cells, horizontal=True, key="alpha_cell") if len(cells) > 1 else cells[0]
+    st.plotly_chart(figure("alpha_lines", alphas, cell, space.ops), key="alpha_lines")
+    steps = viz.alpha_steps(alphas)
+    step = steps[-1]
+    if len(steps) > 1 and not st.toggle("Follow the latest step", value=True, key="alpha_follow"):
+        step = st.select_slider("Step", options=steps, value=steps[-1], key="alpha_step")
+    left, right = st.columns(2)
+    left.plotly_chart(figure("alpha_heatmap", alphas, step, cell, space.ops), key="alpha_heatmap")
+    right.plotly_chart(figure("param_free_share", alphas, tuple(sorted(space.param_free_ops))), key="param_free")
+
+
+def _cell(exp_id: int, exp: dict[str, Any], space: Any) -> None:
+    st.subheader("Derived cell")
+    genotype = _current_genotype(exp_id, exp)
+    if not genotype:
+        st.caption("No genotype derived yet.")
+        return
+    flag = viz.collapse_flag(genotype, space)
+    if flag:
+        st.warning(flag, icon=":material/warning:")
+    try:
+        st.graphviz_chart(space.to_dot(genotype))
+    except Exception as exc:  # noqa: BLE001 - a bad genotype must not hide the rest of the page
+        show_error("Cannot draw this genotype", exc)
+    st.code(genotype, language="text", wrap_lines=True)
+
+
+def _log(exp_id: int) -> None:
+    st.subheader("Log")
+    logs = repo.logs_df(exp_id, tail=200)
+    if logs.empty:
+        st.caption("Nothing logged yet.")
+        return
+    rows = zip(logs["ts"], logs["level"], logs["message"])
+    lines = [f"{ts:%H:%M:%S} {lvl:<7} {msg}" for ts, lvl, msg in rows][::-1]
+    st.caption("Newest first (UTC).")
+    st.code("\n".join(lines), language="text", wrap_lines=True, height=360)
+
+
+@guarded
+def live(exp_id: int, was_live: bool) -> None:
+    exp = repo.get_experiment(exp_id)
+    if exp is None:
+        st.warning(f"Experiment #{exp_id} no longer exists.")
+        return
+    if (exp["status"] in LIVE) != was_live:
+        st.rerun()  # started or finished: redraw the page with (or without) the refresh timer
+    st.markdown(f"**{exp['strategy']}** on **{exp['space']}**, data **{exp['dataset']}** · status **{exp['status']}**")
+    _status(exp)
+    space = get_space(exp["space"])
+    st.subheader("Training curves")
+    st.plotly_chart(figure("training_curves", repo.epochs_df(exp_id)), key="curves")
+    _alphas(exp_id, space)
+    left, right = st.columns([2, 3])
+    with left:
+        _cell(exp_id, exp, space)
+    with right:
+        _log(exp_id)
+    with st.expander("Configuration"):
+        st.json(exp.get("config") or {})
+
+
+@guarded
+def main() -> None:
+    st.title("Monitor")
+    exps = repo.list_experiments()
+    if exps.empty:
+        no_experiments_yet()
+        return
+    exp_id = pick_experiment(exps)
+    status = exps.loc[exps["id"] == exp_id, "status"].iloc[0]
+    was_live = status in LIVE
+    st.fragment(live, run_every=2 if was_live else None)(exp_id, was_live)
+
+
+main()
