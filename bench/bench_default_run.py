@@ -22,6 +22,18 @@ from nas_core.config import ExperimentConfig, apply_overrides  # noqa: E402
 from nas_core.data import load_dataset  # noqa: E402
 from nas_core.pipeline import run_experiment  # noqa: E402
 from nas_core.reporting import MemoryReporter  # noqa: E402
+from nas_core.spaces import get_space  # noqa: E402
+from nas_core.viz import param_free_share_df  # noqa: E402
+
+
+def param_free_trace(rep: MemoryReporter, space: str) -> str:
+    """Share of alpha weight on parameter-free ops at the first, middle and last snapshot."""
+    import pandas as pd
+
+    df = pd.DataFrame(rep.alpha_rows, columns=["step", "epoch", "cell", "edge", "op", "weight"])
+    share = param_free_share_df(df, get_space(space).param_free_ops).groupby("step")["share"].sum()
+    picks = [share.index[0], share.index[len(share) // 2], share.index[-1]]
+    return ", ".join(f"step {s}: {share[s]:.3f}" for s in picks)
 
 
 def main() -> None:
@@ -46,7 +58,7 @@ def main() -> None:
         )
         print(
             f"  search epoch: median {statistics.median(search):.2f} s -> {n / statistics.median(search):.0f} "
-            f"train images/s (each step also takes a val batch for bi-level)"
+            f"train images/s (bi-level strategies also draw a val batch per step)"
         )
         if train:
             print(f"  final-training epoch: median {statistics.median(train):.2f} s")
@@ -56,6 +68,11 @@ def main() -> None:
             f"{res.supernet_accuracy:.4f}, {res.params:,} params, {res.macs / 1e6:.3f} M MACs, "
             f"{res.latency_ms:.3f} ms"
         )
+        pf_ops = get_space(cfg.space).param_free_ops
+        ops = list(get_space(cfg.space).parse(res.genotype).ops)
+        n_pf = sum(op in pf_ops for op in ops)
+        print(f"  parameter-free share of alpha weight: {param_free_trace(rep, cfg.space)}; "
+              f"derived cell: {n_pf}/{len(ops)} edges parameter-free")
         print(f"  peak RSS so far {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB", flush=True)
 
 

@@ -83,17 +83,18 @@ def _kind_word(kind: str) -> str:
 
 #: Fields of ExperimentConfig that are not strategy hyperparameters, with their specs.
 GENERAL_FIELDS: tuple[ParamSpec, ...] = (
-    ParamSpec("epochs", 8, "int", "Search epochs", 1, 10_000),
+    ParamSpec("epochs", 50, "int", "Search epochs", 1, 10_000),
     ParamSpec("seed", 0, "int", "Random seed (data split, init, sampling)", 0, 2**31 - 1),
     ParamSpec("batch_size", 64, "int", "Mini-batch size for search and final training", 2, 4096),
     ParamSpec("channels", 8, "int", "Initial channels C of the search network", 1, 256),
-    ParamSpec("cells_per_stage", 1, "int", "Cells per stage N (NAS-Bench-201 skeleton)", 1, 20),
-    ParamSpec("final_epochs", 15, "int", "Epochs to train the derived architecture from scratch (0 = skip)", 0, 10_000),
+    ParamSpec("cells_per_stage", 2, "int", "Cells per stage N (NAS-Bench-201 skeleton)", 1, 20),
+    ParamSpec("final_epochs", 30, "int", "Epochs to train the derived architecture from scratch (0 = skip)", 0, 10_000),
     ParamSpec("final_channels", 16, "int", "Initial channels C of the final network", 1, 256),
     ParamSpec("final_lr", 0.05, "float", "Learning rate for final training (SGD, cosine)", 1e-6, 10.0),
     ParamSpec("threads", 2, "int", "Torch CPU threads for the job", 1, 256),
     ParamSpec("channels_last", True, "bool", "Use channels-last memory format (faster convs on CPU)"),
-    ParamSpec("compile", False, "bool", "torch.compile the search network (pays off on long runs)"),
+    ParamSpec("compile", False, "bool", "torch.compile the search network: compiling takes minutes on a CPU, so it pays "
+              "off only on long runs"),
     ParamSpec("val_fraction", 0.2, "float", "Fraction of data held out for validation", 0.05, 0.5),
     ParamSpec("test_fraction", 0.2, "float", "Fraction of data held out for the final test", 0.05, 0.5),
 )
@@ -109,12 +110,12 @@ class ExperimentConfig:
     space: str = "nb201"
     dataset: str = "digits"
     name: str = ""
-    epochs: int = 8
+    epochs: int = 50
     seed: int = 0
     batch_size: int = 64
     channels: int = 8
-    cells_per_stage: int = 1
-    final_epochs: int = 15
+    cells_per_stage: int = 2
+    final_epochs: int = 30
     final_channels: int = 16
     final_lr: float = 0.05
     threads: int = 2

@@ -423,7 +423,10 @@ def alpha_lines(
                 col=c + 1,
             )
     # One y scale for all edges, fitted to the data: early in a search the weights move by hundredths.
-    fig.update_yaxes(matches="y")
+    # Ticks with enough digits to tell apart weights that differ in the fourth decimal.
+    span = float(np.nanmax(wide.to_numpy()) - np.nanmin(wide.to_numpy())) if wide.size else 1.0
+    digits = min(5, max(2, 1 - math.floor(math.log10(span)))) if span > 0 else 3
+    fig.update_yaxes(matches="y", tickformat=f".{digits}f")
     fig.update_xaxes(title_text="step", row=rows)
     fig.update_layout(title=ALPHA_LINES_TITLE, height=230 * rows + 100, margin={"t": 70, "l": 10, "r": 10, "b": 10},
                       legend={"orientation": "h", "y": -0.12})  # fmt: skip

@@ -46,3 +46,10 @@ def test_cli_overrides_route_general_fields_and_params():
     assert cfg.epochs == 5 and cfg.params["arch_lr"] == pytest.approx(0.001) and cfg.params["w_lr"] == 0.1
     with pytest.raises(ConfigError):
         apply_overrides({}, ["novalue"])
+
+
+def test_form_defaults_match_the_dataclass():
+    from nas_core.config import GENERAL_FIELDS
+
+    cfg = ExperimentConfig()
+    assert {p.name: p.default for p in GENERAL_FIELDS} == {p.name: getattr(cfg, p.name) for p in GENERAL_FIELDS}

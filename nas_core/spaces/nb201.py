@@ -236,6 +236,25 @@ class SearchEdge(nn.Module):
         self.conv3 = nn.Conv2d(c, c, 3, padding=1, bias=False)
 
 
+_INV_COUNT: dict[tuple, torch.Tensor] = {}
+
+
+def avg_pool_3x3_exclude_pad(x: torch.Tensor) -> torch.Tensor:
+    """3x3 stride-1 average pool that excludes padding from the count, as NAS-Bench-201's pool does.
+
+    Computed as a padding-inclusive pool rescaled by a cached 9/count map: the same numbers, and on
+    CPU several times faster than ``count_include_pad=False``'s kernel, forward and backward.
+    """
+    h, w = x.shape[-2:]
+    key = (h, w, x.dtype, x.device)
+    scale = _INV_COUNT.get(key)
+    if scale is None:
+        ones = torch.ones(1, 1, h, w, dtype=x.dtype, device=x.device)
+        scale = 1.0 / F.avg_pool2d(ones, 3, 1, 1, count_include_pad=True)  # = 9 / count
+        _INV_COUNT[key] = scale
+    return F.avg_pool2d(x, 3, 1, 1, count_include_pad=True) * scale
+
+
 def _bn(x: torch.Tensor) -> torch.Tensor:
     # Non-affine BN from batch statistics (track_running_stats=False in the search network).
     return F.batch_norm(x, None, None, training=True, eps=1e-5)
@@ -258,14 +277,14 @@ class SearchCell(nn.Module):
         self.c = c
         self.fused = fused
         self.edges = nn.ModuleList(SearchEdge(c) for _ in EDGE_PAIRS)
-        self.pool = nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
         # outgoing edge indices per source node
         self._out_edges = [[k for k, (_, j) in enumerate(EDGE_PAIRS) if j == src] for src in range(NUM_NODES - 1)]
 
     def _edge_plain(self, k: int, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         e = self.edges[k]
         r = F.relu(x)
-        return w[_I_SKIP] * x + w[_I_C1] * _bn(e.conv1(r)) + w[_I_C3] * _bn(e.conv3(r)) + w[_I_POOL] * self.pool(x)
+        pool = F.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
+        return w[_I_SKIP] * x + w[_I_C1] * _bn(e.conv1(r)) + w[_I_C3] * _bn(e.conv3(r)) + w[_I_POOL] * pool
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         if not self.fused:
@@ -290,7 +309,7 @@ class SearchCell(nn.Module):
             y = F.batch_norm(F.conv2d(r, w1), None, None, s1, None, True, 0.0, 1e-5) + F.batch_norm(
                 F.conv2d(r, w3, padding=1), None, None, s3, None, True, 0.0, 1e-5
             )
-            p = self.pool(h)
+            p = avg_pool_3x3_exclude_pad(h)
             for k, yk in zip(ks, y.split(c, dim=1)):
                 w = weights[k]
                 out = yk + w[_I_SKIP] * h + w[_I_POOL] * p
