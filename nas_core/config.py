@@ -93,8 +93,12 @@ GENERAL_FIELDS: tuple[ParamSpec, ...] = (
     ParamSpec("final_lr", 0.05, "float", "Learning rate for final training (SGD, cosine)", 1e-6, 10.0),
     ParamSpec("threads", 2, "int", "Torch CPU threads for the job", 1, 256),
     ParamSpec("channels_last", True, "bool", "Use channels-last memory format (faster convs on CPU)"),
-    ParamSpec("compile", False, "bool", "torch.compile the search network: compiling takes minutes on a CPU, so it pays "
-              "off only on long runs"),
+    ParamSpec(
+        "compile",
+        False,
+        "bool",
+        "torch.compile the search network: compiling takes minutes on a CPU, so it pays off only on long runs",
+    ),
     ParamSpec("val_fraction", 0.2, "float", "Fraction of data held out for validation", 0.05, 0.5),
     ParamSpec("test_fraction", 0.2, "float", "Fraction of data held out for the final test", 0.05, 0.5),
 )
