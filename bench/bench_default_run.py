@@ -71,8 +71,10 @@ def main() -> None:
         pf_ops = get_space(cfg.space).param_free_ops
         ops = list(get_space(cfg.space).parse(res.genotype).ops)
         n_pf = sum(op in pf_ops for op in ops)
-        print(f"  parameter-free share of alpha weight: {param_free_trace(rep, cfg.space)}; "
-              f"derived cell: {n_pf}/{len(ops)} edges parameter-free")
+        print(
+            f"  parameter-free share of alpha weight: {param_free_trace(rep, cfg.space)}; "
+            f"derived cell: {n_pf}/{len(ops)} edges parameter-free"
+        )
         print(f"  peak RSS so far {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB", flush=True)
 
 

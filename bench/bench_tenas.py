@@ -1,0 +1,119 @@
+"""TE-NAS cost: time per NTK evaluation (ours vs the reference's loop), per region count, NTK time against
+batch size, and the wall time of a full NB201 prune on digits at the reference's settings.
+
+    python bench/bench_tenas.py [--threads 1] [--batches 24 48 72 96] [--no-search] [--big]
+
+``--big`` also times the NTK on 3x32x32 inputs (the issue's reference figures were measured on those).
+Numbers are medians of ``--reps`` timed calls after one warm-up call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+from nas_core.config import ExperimentConfig  # noqa: E402
+from nas_core.data import load_dataset  # noqa: E402
+from nas_core.pipeline import run_experiment  # noqa: E402
+from nas_core.proxies import (  # noqa: E402
+    NTKNet,
+    ProxyEvaluator,
+    init_proxy,
+    linear_regions,
+    ntk_condition_number,
+    ntk_condition_number_reference,
+)
+from nas_core.reporting import MemoryReporter  # noqa: E402
+
+
+def timed(fn: Callable[[], object], reps: int) -> float:
+    """Median seconds of ``reps`` calls after one warm-up call."""
+    fn()
+    out = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return statistics.median(out)
+
+
+def full_supernet_weights() -> torch.Tensor:
+    """softmax(alpha) of the supernet at the start of the prune: `none` removed, 4 ops per edge."""
+    alpha = torch.zeros(6, 5)
+    alpha[:, 0] = -1000.0
+    return torch.softmax(alpha, dim=-1)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--batches", type=int, nargs="+", default=[24, 48, 72, 96])
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--no-search", action="store_true", help="skip the full search")
+    ap.add_argument("--big", action="store_true", help="also time the NTK on 3x32x32 inputs")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} thread(s), {os.cpu_count()} CPU(s), load {os.getloadavg()}")
+
+    data = load_dataset("digits", 0)
+    w = full_supernet_weights()
+    ev = ProxyEvaluator(data.x_train, data.num_classes, ntk_batch=72, region_samples=1000, seed=0)
+    init_proxy(ev.ntk_net, "kaiming", "fan_out")
+    init_proxy(ev.region_net, "kaiming", "fan_in")
+    x72 = data.x_train[:72].float()
+    fast = timed(lambda: ntk_condition_number(ev.ntk_net, x72, w), args.reps)
+    ref = timed(lambda: ntk_condition_number_reference(ev.ntk_net, x72, w), args.reps)
+    reg = timed(lambda: linear_regions(ev.region_net, ev.region_x, w), args.reps)
+    print("\nper evaluation, full NB201 supernet (4 ops/edge), digits 1x8x8, C=3 N=1 NTK net:")
+    print(f"  NTK batch 72     ours {fast:.3f} s   reference loop {ref:.3f} s   ({ref / fast:.2f}x)")
+    print(f"  linear regions   {reg:.3f} s   (3 x 1000 crops of 1x3x3, C=1 one-cell net)")
+
+    print("\nNTK time against batch size (digits):")
+    print("  batch   ours [s]   reference [s]   ratio")
+    for b in args.batches:
+        xb = data.x_train[:b].float()
+        f = timed(lambda xb=xb: ntk_condition_number(ev.ntk_net, xb, w), args.reps)
+        r = timed(lambda xb=xb: ntk_condition_number_reference(ev.ntk_net, xb, w), args.reps)
+        print(f"  {b:5d}   {f:8.3f}   {r:13.3f}   {r / f:5.2f}x")
+
+    if args.big:
+        torch.manual_seed(0)
+        net = NTKNet(10, 3)
+        init_proxy(net, "kaiming", "fan_out")
+        xb = torch.randn(72, 3, 32, 32)
+        f = timed(lambda: ntk_condition_number(net, xb, w), 1)
+        r = timed(lambda: ntk_condition_number_reference(net, xb, w), 1)
+        print(f"\nNTK batch 72 of 3x32x32: ours {f:.3f} s, reference loop {r:.3f} s ({r / f:.2f}x)")
+
+    if not args.no_search:
+        cfg = ExperimentConfig(
+            strategy="tenas",
+            dataset="digits",
+            final_epochs=0,
+            threads=args.threads,
+            params={"ntk_batch": 72, "repeats": 3, "region_samples": 1000},
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            rep = MemoryReporter(workdir=Path(tmp))
+            t = time.perf_counter()
+            res = run_experiment(cfg, rep)
+            total = time.perf_counter() - t
+        print("\nfull NB201 TE-NAS prune on digits (batch 72, 3 repeats, 1000 region samples, kaiming):")
+        for _, rnd, m in rep.epochs:
+            print(f"  state {rnd}: kappa {m['kappa']:.4g}, regions {m['regions']:.1f}, round {m['seconds']:.1f} s")
+        print(f"  search {res.search_seconds:.1f} s ({res.search_seconds / 60:.2f} min); whole run {total:.1f} s")
+        print(f"  derived {res.genotype}")
+
+
+if __name__ == "__main__":
+    main()
