@@ -278,7 +278,7 @@ def cmd_strategies(args: argparse.Namespace) -> int:
         doc = s.describe()
         docs.append(doc)
     if args.json:
-        _print_json({"strategies": docs, "general": [_param_doc(p) for p in GENERAL_FIELDS]})
+        _print_json({"strategies": docs, "general": [p.to_dict() for p in GENERAL_FIELDS]})
         return 0
     for doc in docs:
         print(f"{doc['name']}: {doc['label']} (spaces: {', '.join(doc['spaces'])})")
@@ -294,18 +294,6 @@ def cmd_strategies(args: argparse.Namespace) -> int:
 
 def _print_param(name: str, default: Any, kind: str, bounds: str, help_text: str) -> None:
     print(f"    {name + '=' + str(default):28s} {kind:6s} {bounds:22s} {help_text}")
-
-
-def _param_doc(p: Any) -> dict[str, Any]:
-    return {
-        "name": p.name,
-        "default": p.default,
-        "kind": p.kind,
-        "help": p.help,
-        "min": p.minimum,
-        "max": p.maximum,
-        "choices": list(p.choices),
-    }
 
 
 def _bounds(lo: Any, hi: Any, choices: Sequence[str] | None) -> str:
@@ -405,6 +393,60 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"params      {res['params']:,}")
         print(f"MACs        {res['macs']:,}")
         print(f"latency_ms  {res['latency_ms']:.3f}")
+    return 0
+
+
+def cmd_proxies(args: argparse.Namespace) -> int:
+    import torch
+
+    from nas_core.data import check_dataset, load_dataset
+    from nas_core.proxies import INITS, ProxyEvaluator, genotype_weights
+
+    checks = [("repeats", 1), ("batch", 2), ("region_samples", 1), ("seed", 0)]
+    for name, low in checks:
+        if getattr(args, name) < low:
+            raise UsageError(f"--{name.replace('_', '-')}: must be >= {low}")
+    if args.init not in INITS:
+        raise UsageError(f"--init: choose from {', '.join(INITS)}")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError("--threads: must be >= 1")
+    if args.space != "nb201":
+        raise UsageError(f"--space: proxies are implemented for nb201 only, not {args.space!r}")
+    check_dataset(args.dataset)
+    sp, g = _space_and_genotype(args.space, args.genotype)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    data = load_dataset(args.dataset, args.seed)
+    ev = ProxyEvaluator(
+        data.x_train,
+        data.num_classes,
+        ntk_batch=args.batch,
+        region_samples=args.region_samples,
+        init=args.init,
+        seed=args.seed,
+    )
+    w = genotype_weights(g)
+    per_repeat = [ev.evaluate([w], args.seed * 100_003 + r)[0] for r in range(args.repeats)]
+    out = {
+        "space": sp.name,
+        "genotype": sp.format(g),
+        "dataset": args.dataset,
+        "ntk_cond": sum(k for k, _ in per_repeat) / args.repeats,
+        "linear_regions": sum(r for _, r in per_repeat) / args.repeats,
+        "ntk_cond_repeats": [k for k, _ in per_repeat],
+        "linear_regions_repeats": [r for _, r in per_repeat],
+        "repeats": args.repeats,
+        "batch": min(args.batch, len(data.x_train)),
+        "region_samples": args.region_samples,
+        "init": args.init,
+        "seed": args.seed,
+    }
+    if args.json:
+        _print_json(out)
+    else:
+        print(f"genotype        {out['genotype']}")
+        print(f"ntk_cond        {out['ntk_cond']:.6g} (mean of {args.repeats}, lower = more trainable)")
+        print(f"linear_regions  {out['linear_regions']:.6g} (mean of {args.repeats}, higher = more expressive)")
     return 0
 
 
@@ -514,6 +556,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("proxies", help="TE-NAS training-free proxies (NTK condition number, linear regions)")
+    p.add_argument("--space", default="nb201")
+    p.add_argument("--genotype", required=True)
+    p.add_argument("--dataset", default="digits", help="data set the NTK batch and region crops come from")
+    p.add_argument("--repeats", type=int, default=3, help="inits (and NTK batches) to average over")
+    p.add_argument("--batch", type=int, default=72, help="NTK batch size (the reference: 72 on NB201)")
+    p.add_argument(
+        "--region-samples", dest="region_samples", type=int, default=1000, help="samples per region batch (3 batches)"
+    )
+    p.add_argument(
+        "--init", default="kaiming", help="kaiming (the paper's intent) or pytorch-default (the reference's)"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_proxies)
     return parser
 
 

@@ -32,6 +32,18 @@ class ParamSpec:
     maximum: float | None = None
     choices: tuple[str, ...] = ()
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready description (CLI ``strategies --json``, docs)."""
+        return {
+            "name": self.name,
+            "default": self.default,
+            "kind": self.kind,
+            "help": self.help,
+            "min": self.minimum,
+            "max": self.maximum,
+            "choices": list(self.choices),
+        }
+
     def coerce(self, value: Any, where: str = "params") -> Any:
         """Convert text or JSON values to this parameter's type and check bounds."""
         fname = f"{where}.{self.name}" if where else self.name

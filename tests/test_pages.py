@@ -9,6 +9,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
+from nas_core.config import ExperimentConfig
 from nas_core.strategies import STRATEGIES
 from storage import repo
 
@@ -43,7 +44,7 @@ def test_launch_page_renders_form_with_defaults(seeded_env: SeededRun) -> None:
     at = _app()
     _assert_clean(at)
     assert at.title[0].value == "Launch a search"
-    assert at.number_input(key="g_epochs").value == 8
+    assert at.number_input(key="g_epochs").value == ExperimentConfig().epochs
     assert at.selectbox(key="dataset").value == "digits"
     assert at.selectbox(key="strategy").value == next(iter(STRATEGIES))
     assert any(b.label == "Launch" for b in at.button)

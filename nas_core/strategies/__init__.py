@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from nas_core.strategies.base import SearchContext, SearchOutcome, Strategy
 from nas_core.strategies.darts import DARTS_V1, DARTS_V2, SINGLE_DARTS
+from nas_core.strategies.tenas import TENAS
 
-STRATEGIES: dict[str, Strategy] = {s.name: s for s in (DARTS_V1, DARTS_V2, SINGLE_DARTS)}
+STRATEGIES: dict[str, Strategy] = {s.name: s for s in (DARTS_V1, DARTS_V2, SINGLE_DARTS, TENAS)}
 
 
 def get_strategy(name: str) -> Strategy:

@@ -70,16 +70,5 @@ class Strategy(ABC):
             "label": self.label,
             "description": self.description,
             "spaces": list(self.spaces),
-            "params": [
-                {
-                    "name": p.name,
-                    "default": p.default,
-                    "kind": p.kind,
-                    "help": p.help,
-                    "min": p.minimum,
-                    "max": p.maximum,
-                    "choices": list(p.choices),
-                }
-                for p in self.params
-            ],
+            "params": [p.to_dict() for p in self.params],
         }

@@ -1,0 +1,364 @@
+"""Training-free proxies of TE-NAS (Chen et al., ICLR 2021): NTK condition number and linear regions.
+
+Both are computed on small "proxy" versions of the NB201 supernet, as the reference code does
+(``VITA-Group/TENAS``): the NTK net is the NB201 skeleton with C=3, N=1 (stem kept); the region net is
+one cell with C=1 and no stem, fed 3x3 crops of one channel. Mixed edges weight their ops by the given
+per-edge weights (softmax of alpha) and skip every op whose weight is <= 0.01, so ops pruned with
+alpha = -1000 are not computed at all and their parameters drop out of the NTK.
+
+Initialisation (``init``): ``"kaiming"`` (the default) is what the paper intends: Kaiming-normal
+weights, fan-out for the NTK net and fan-in for the region net, BN gamma 1 and beta 0, biases 0.
+``"pytorch-default"`` is what the reference effectively runs: its init helper is handed
+``kaiming_normal_fanout``/``_fanin`` but only recognises ``kaiming_norm_*``, so weights keep PyTorch's
+default init (BN 1/0 and biases 0 are still set).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nas_core.spaces.nb201 import EDGE_PAIRS, NUM_NODES, OPS, NB201Genotype, SearchCell, _Skeleton
+
+INITS: tuple[str, ...] = ("kaiming", "pytorch-default")
+#: ops whose weight is at or below this are skipped, as the reference's mixed op does
+ACTIVE_THRESHOLD = 0.01
+#: what a NaN condition number is replaced with (the reference's ``np.nan_to_num(..., nan=1e5)``)
+NAN_KAPPA = 1e5
+
+_I_SKIP, _I_C1, _I_C3, _I_POOL = (
+    OPS.index(o) for o in ("skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+)
+
+
+# --------------------------------------------------------------------------------------------------
+# proxy networks
+
+
+class ProxyCell(SearchCell):
+    """NB201 mixed cell that skips ops with weight <= 0.01 and applies its ReLUs as ``nn.ReLU`` modules.
+
+    The supernet's own cell calls ``F.relu`` and computes every op; the proxies need both the skipping
+    (pruned ops must vanish from the NTK) and hookable ReLUs (linear regions). One ReLU per source
+    node stands for the reference's per-op ReLUs: they see the same input, so the duplicated
+    activation patterns of the reference carry no extra information and give the same region count.
+    """
+
+    def __init__(self, c: int, fused: bool = True) -> None:
+        super().__init__(c, fused=fused)
+        self.relus = nn.ModuleList(nn.ReLU() for _ in range(NUM_NODES - 1))
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        w_all = weights.tolist()
+        act = [[v > ACTIVE_THRESHOLD for v in row] for row in w_all]
+        if not self.fused:
+            return self._forward_plain(x, w_all, act)
+        # Fused: per source node one ReLU, one pooling and one convolution per kernel size holding the
+        # active convs of all its outgoing edges; the op weight is the scale of the non-affine BN.
+        c = self.c
+        nodes = [x]
+        partial: dict[int, list[torch.Tensor]] = {}
+        for src in range(NUM_NODES - 1):
+            h = nodes[src]
+            outs: dict[int, list[torch.Tensor]] = {k: [] for k in self._out_edges[src]}
+            convs = [(_I_C1, "conv1", 0), (_I_C3, "conv3", 1)]
+            if any(act[k][i] for k in outs for i, _, _ in convs):
+                r = self.relus[src](h)
+                for i, name, pad in convs:
+                    ks = [k for k in outs if act[k][i]]
+                    if not ks:
+                        continue
+                    wt = torch.cat([getattr(self.edges[k], name).weight for k in ks])
+                    scale = torch.tensor([w_all[k][i] for k in ks]).repeat_interleave(c)
+                    y = F.batch_norm(F.conv2d(r, wt, padding=pad), None, None, scale, None, True, 0.0, 1e-5)
+                    for k, yk in zip(ks, y.split(c, dim=1)):
+                        outs[k].append(yk)
+            pool = None
+            for k in outs:
+                if act[k][_I_SKIP]:
+                    outs[k].append(w_all[k][_I_SKIP] * h)
+                if act[k][_I_POOL]:
+                    if pool is None:
+                        pool = F.avg_pool2d(h, 3, 1, 1, count_include_pad=False)
+                    outs[k].append(w_all[k][_I_POOL] * pool)
+                partial.setdefault(EDGE_PAIRS[k][0], []).extend(outs[k])
+            terms = partial.pop(src + 1, [])
+            nodes.append(_sum(terms) if terms else torch.zeros_like(x))
+        return nodes[-1]
+
+    def _forward_plain(self, x: torch.Tensor, w_all: list[list[float]], act: list[list[bool]]) -> torch.Tensor:
+        """Edge by edge, op by op, as the reference's mixed op (kept to check the fused path)."""
+        nodes = [x]
+        relu_cache: dict[int, torch.Tensor] = {}
+        for i in range(1, NUM_NODES):
+            terms: list[torch.Tensor] = []
+            for k, (ii, j) in enumerate(EDGE_PAIRS):
+                if ii != i:
+                    continue
+                w, a, h, e = w_all[k], act[k], nodes[j], self.edges[k]
+                if a[_I_SKIP]:
+                    terms.append(w[_I_SKIP] * h)
+                if a[_I_C1] or a[_I_C3]:
+                    if j not in relu_cache:
+                        relu_cache[j] = self.relus[j](h)
+                    r = relu_cache[j]
+                    if a[_I_C1]:
+                        terms.append(w[_I_C1] * _bn(e.conv1(r)))
+                    if a[_I_C3]:
+                        terms.append(w[_I_C3] * _bn(e.conv3(r)))
+                if a[_I_POOL]:
+                    terms.append(w[_I_POOL] * F.avg_pool2d(h, 3, 1, 1, count_include_pad=False))
+                # `none` adds w * 0: nothing
+            nodes.append(_sum(terms) if terms else torch.zeros_like(x))
+        return nodes[-1]
+
+
+def _sum(terms: list[torch.Tensor]) -> torch.Tensor:
+    total = terms[0]
+    for t in terms[1:]:
+        total = total + t
+    return total
+
+
+def _bn(x: torch.Tensor) -> torch.Tensor:
+    return F.batch_norm(x, None, None, training=True, eps=1e-5)
+
+
+class NTKNet(_Skeleton):
+    """NB201 search skeleton (stem, 3 stages of N cells, ResNet blocks, classifier) with proxy cells."""
+
+    def __init__(self, num_classes: int, in_ch: int, c: int = 3, n: int = 1) -> None:
+        super().__init__(ProxyCell, c, n, num_classes, in_ch)
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        out = self.global_pooling(self.features(x, weights)).flatten(1)
+        return self.classifier(out)
+
+
+class RegionNet(nn.Module):
+    """The reference's "thin" NB201 network for linear regions: one C=1 cell on 1-channel input, no stem."""
+
+    def __init__(self, c: int = 1, cells: int = 1) -> None:
+        super().__init__()
+        self.cells = nn.ModuleList(ProxyCell(c) for _ in range(cells))
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        for cell in self.cells:
+            x = cell(x, weights)
+        return x
+
+
+def init_proxy(model: nn.Module, init: str, mode: str) -> None:
+    """Initialise in place; ``mode`` is ``fan_out`` (NTK net) or ``fan_in`` (region net). See module doc."""
+    if init not in INITS:
+        raise ValueError(f"unknown init {init!r}; choose from {', '.join(INITS)}")
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            if init == "kaiming":
+                nn.init.kaiming_normal_(m.weight, mode=mode, nonlinearity="relu")
+            else:
+                m.reset_parameters()
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d) and m.affine:
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def genotype_weights(genotype: NB201Genotype) -> torch.Tensor:
+    """One-hot (edges x ops) weights of a fixed architecture: the supernet with every other op pruned."""
+    w = torch.zeros(len(EDGE_PAIRS), len(OPS))
+    for k, op in enumerate(genotype.ops):
+        w[k, OPS.index(op)] = 1.0
+    return w
+
+
+# --------------------------------------------------------------------------------------------------
+# NTK condition number
+
+
+def _kappa(grads: torch.Tensor) -> float:
+    theta = grads @ grads.T
+    ev = torch.linalg.eigvalsh(theta)
+    k = (ev[-1] / ev[0]).item()
+    if math.isnan(k):
+        return NAN_KAPPA
+    if math.isinf(k):  # np.nan_to_num maps +-inf to the largest float, as the reference gets
+        return math.copysign(torch.finfo(torch.float64).max, k)
+    return k
+
+
+def ntk_condition_number(model: nn.Module, x: torch.Tensor, *args: torch.Tensor) -> float:
+    """kappa = lambda_max / lambda_min of Theta = G G^T, G[n] = d(sum of sample n's logits)/d(weights).
+
+    As the reference: train mode (BN on batch statistics, so one forward of the whole batch; samples
+    are coupled and per-sample forwards would change the numbers), gradients of the parameters whose
+    name contains "weight" that take part in the forward. Faster than the reference loop because it
+    asks autograd for just those gradients per sample, accumulating nothing in ``.grad``. Extra
+    positional ``args`` go to ``model`` (the proxy nets take the op weights). NaN -> 1e5.
+    """
+    model.train()
+    params = [p for name, p in model.named_parameters() if "weight" in name and p.requires_grad]
+    out = model(x, *args)
+    s = out.sum(dim=1)
+    n = s.shape[0]
+    rows: list[torch.Tensor] = []
+    for i in range(n):
+        g = torch.autograd.grad(s[i], params, retain_graph=i < n - 1, allow_unused=True)
+        rows.append(torch.cat([t.reshape(-1) for t in g if t is not None]))
+    return _kappa(torch.stack(rows))
+
+
+def ntk_condition_number_reference(model: nn.Module, x: torch.Tensor, *args: torch.Tensor) -> float:
+    """The reference's plain loop (``get_ntk_n``): per sample ``backward`` into ``.grad``, then collect.
+
+    Kept to check :func:`ntk_condition_number` against and as the bench's baseline.
+    """
+    model.train()
+    model.zero_grad()
+    logit = model(x, *args)
+    grads = []
+    for i in range(len(x)):
+        logit[i : i + 1].backward(torch.ones_like(logit[i : i + 1]), retain_graph=True)
+        grad = [
+            w.grad.view(-1).detach() for name, w in model.named_parameters() if "weight" in name and w.grad is not None
+        ]
+        grads.append(torch.cat(grad, -1))
+        model.zero_grad()
+    return _kappa(torch.stack(grads, 0))
+
+
+# --------------------------------------------------------------------------------------------------
+# linear regions
+
+
+def activation_patterns(model: nn.Module, batches: Sequence[torch.Tensor], *args: torch.Tensor) -> torch.Tensor:
+    """Binary ReLU patterns, one row per sample: all ``nn.ReLU`` outputs with 4-D input, flattened.
+
+    Batches are forwarded one at a time (train-mode BN uses each batch's statistics, as the reference).
+    A network without any ReLU gives zero-width rows (one region: the network is linear).
+    """
+    captured: list[torch.Tensor] = []
+
+    def hook(_m: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        if inputs[0].dim() == 4:
+            captured.append((output > 0).flatten(1))
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.ReLU)]
+    rows = []
+    try:
+        model.train()
+        with torch.no_grad():
+            for xb in batches:
+                captured.clear()
+                model(xb, *args)
+                rows.append(torch.cat(captured, 1) if captured else torch.zeros(len(xb), 0, dtype=torch.bool))
+    finally:
+        for h in handles:
+            h.remove()
+    return torch.cat(rows, 0)
+
+
+def count_distinct_rows(patterns: torch.Tensor) -> int:
+    """Number of distinct binary rows, exactly."""
+    if patterns.shape[0] == 0:
+        return 0
+    if patterns.shape[1] == 0:
+        return 1
+    return int(torch.unique(patterns.to(torch.uint8), dim=0).shape[0])
+
+
+def count_regions_reference(patterns: torch.Tensor) -> float:
+    """The reference's count: sum over samples of 1/#samples sharing its pattern (Hamming products)."""
+    a = patterns.to(torch.float64)
+    res = a @ (1 - a).T
+    res = res + res.T
+    same = (res == 0).to(torch.float64).sum(1)
+    return float((1.0 / same).sum())
+
+
+def linear_regions(model: nn.Module, batches: Sequence[torch.Tensor], *args: torch.Tensor) -> int:
+    """Distinct ReLU activation patterns over all samples of ``batches``: the reference's region count."""
+    return count_distinct_rows(activation_patterns(model, batches, *args))
+
+
+def region_inputs(x_train: torch.Tensor, samples: int, batches: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """``batches`` batches of ``samples`` random 3x3 crops of one random channel of random images: (n,1,3,3)."""
+    n_img, ch, h, w = x_train.shape
+    if h < 3 or w < 3:
+        raise ValueError(f"linear regions need images of at least 3x3, got {h}x{w}")
+    total = samples * batches
+    idx = torch.randint(n_img, (total,), generator=generator)
+    c = torch.randint(ch, (total,), generator=generator)
+    top = torch.randint(h - 2, (total,), generator=generator)
+    left = torch.randint(w - 2, (total,), generator=generator)
+    ar = torch.arange(3)
+    crops = x_train[
+        idx[:, None, None],
+        c[:, None, None],
+        top[:, None, None] + ar[None, :, None],
+        left[:, None, None] + ar[None, None, :],
+    ]
+    return list(crops.unsqueeze(1).float().split(samples))
+
+
+# --------------------------------------------------------------------------------------------------
+# evaluating many op-weight settings on the same networks, batches and inits
+
+
+@dataclass
+class ProxyEvaluator:
+    """Scores op-weight matrices (edges x ops) with both proxies; one repeat = one init and one batch.
+
+    ``evaluate(weights_list, seed)`` initialises both proxy nets and draws the NTK batch from ``seed``,
+    then scores every weight matrix on those same networks and inputs, so the deltas between a
+    supernet and its candidates compare like with like (as the reference copies the weights across).
+    The region inputs are drawn once (the reference reseeds its loader with the same seed each time).
+    """
+
+    x_train: torch.Tensor
+    num_classes: int
+    ntk_batch: int = 72
+    region_samples: int = 1000
+    region_batches: int = 3
+    init: str = "kaiming"
+    seed: int = 0
+    fast: bool = True
+
+    def __post_init__(self) -> None:
+        if self.init not in INITS:
+            raise ValueError(f"unknown init {self.init!r}; choose from {', '.join(INITS)}")
+        if self.ntk_batch < 2:
+            raise ValueError("ntk_batch must be >= 2")
+        if self.region_samples < 1:
+            raise ValueError("region_samples must be >= 1")
+        with torch.random.fork_rng():
+            torch.manual_seed(self.seed)
+            self.ntk_net = NTKNet(self.num_classes, int(self.x_train.shape[1]))
+            self.region_net = RegionNet()
+        gen = torch.Generator().manual_seed(self.seed + 7919)
+        self.region_x = region_inputs(self.x_train, self.region_samples, self.region_batches, gen)
+
+    def evaluate(self, weights_list: Sequence[torch.Tensor], seed: int, check=None) -> list[tuple[float, int]]:
+        """(kappa, regions) per weight matrix, for one repeat seeded by ``seed``; ``check()`` between items."""
+        gen = torch.Generator().manual_seed(seed)
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            init_proxy(self.ntk_net, self.init, "fan_out")
+            init_proxy(self.region_net, self.init, "fan_in")
+        n = min(self.ntk_batch, len(self.x_train))
+        xb = self.x_train[torch.randperm(len(self.x_train), generator=gen)[:n]].float()
+        ntk = ntk_condition_number if self.fast else ntk_condition_number_reference
+        out = []
+        for w in weights_list:
+            if check is not None:
+                check()
+            kappa = ntk(self.ntk_net, xb, w)
+            regions = linear_regions(self.region_net, self.region_x, w)
+            out.append((kappa, regions))
+        return out
