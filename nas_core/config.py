@@ -167,7 +167,7 @@ class ExperimentConfig:
 
     def validated(self) -> ExperimentConfig:
         """Return a copy with coerced types and strategy defaults filled in, or raise ConfigError."""
-        from nas_core.data import DATASETS, parse_dataset
+        from nas_core.data import check_dataset
         from nas_core.spaces import SPACES
         from nas_core.strategies import STRATEGIES
 
@@ -178,9 +178,7 @@ class ExperimentConfig:
         strat = STRATEGIES[self.strategy]
         if self.space not in strat.spaces:
             raise ConfigError("space", f"strategy {self.strategy} does not support space {self.space!r}")
-        kind, _root = parse_dataset(self.dataset)
-        if kind not in DATASETS:
-            raise ConfigError("dataset", f"unknown data set {self.dataset!r}; choose one of {', '.join(DATASETS)}")
+        check_dataset(self.dataset)
         values: dict[str, Any] = {}
         for name, spec in _GENERAL.items():
             values[name] = spec.coerce(getattr(self, name), where="")

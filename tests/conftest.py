@@ -56,3 +56,16 @@ def seeded_env(seeded_run: SeededRun, monkeypatch: pytest.MonkeyPatch) -> Seeded
     for key, value in seeded_run.env.items():
         monkeypatch.setenv(key, value)
     return seeded_run
+
+
+@pytest.fixture
+def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh, migrated SQLite file and runs folder for one test; no worker autostart."""
+    from storage import repo
+
+    url = f"sqlite:///{tmp_path / 'nas.db'}"
+    monkeypatch.setenv("NAS_DB_URL", url)
+    monkeypatch.setenv("NAS_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("NAS_NO_AUTOSTART", "1")
+    repo.init_db()
+    return url

@@ -22,15 +22,6 @@ TINY_FLAGS = [
 CHEAPEST = "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"
 
 
-@pytest.fixture
-def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    url = f"sqlite:///{tmp_path / 'nas.db'}"
-    monkeypatch.setenv("NAS_DB_URL", url)
-    monkeypatch.setenv("NAS_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.setenv("NAS_NO_AUTOSTART", "1")
-    return url
-
-
 def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run the CLI in a fresh process (environment from the ``db`` fixture) and stop it if it hangs."""
     env = os.environ.copy()

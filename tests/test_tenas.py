@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_worker import TINY, db, procs  # noqa: F401  (fixtures for the worker test)
+from test_worker import TINY, procs  # noqa: F401  (fixture for the worker test)
 from torch import nn
 
 from nas_core.cli import main as cli_main

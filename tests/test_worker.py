@@ -40,16 +40,6 @@ LONG = TINY | {"epochs": 500}
 
 
 @pytest.fixture
-def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    url = f"sqlite:///{tmp_path / 'nas.db'}"
-    monkeypatch.setenv("NAS_DB_URL", url)
-    monkeypatch.setenv("NAS_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.setenv("NAS_NO_AUTOSTART", "1")
-    repo.init_db()
-    return url
-
-
-@pytest.fixture
 def procs() -> Iterator[Callable[..., subprocess.Popen]]:
     """Start processes for a test and make sure every one of them (and its job child) is gone after."""
     started: list[subprocess.Popen] = []

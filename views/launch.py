@@ -8,7 +8,7 @@ from typing import Any
 import streamlit as st
 
 from nas_core.config import GENERAL_FIELDS, ConfigError, ExperimentConfig, ParamSpec
-from nas_core.data import DATASETS, check_dataset
+from nas_core.data import DATASETS
 from nas_core.spaces import SPACES
 from nas_core.strategies import STRATEGIES
 from storage import repo
@@ -51,8 +51,7 @@ def _columns(specs: list[ParamSpec], prefix: str, n: int = 4) -> dict[str, Any]:
 def _queue(config: dict[str, Any]) -> None:
     """Validate, then queue; a refusal names the field and queues nothing."""
     try:
-        cfg = ExperimentConfig(**config).validated()
-        check_dataset(cfg.dataset)
+        cfg = ExperimentConfig(**config).validated()  # checks the data set too
     except ConfigError as exc:
         st.session_state.pop("launched", None)
         st.error(f"**{exc.field}**: {exc.message}. Nothing was queued.")
