@@ -49,6 +49,14 @@ class Reporter(Protocol):
 
     def genotype(self, step: int, epoch: int, genotype: str) -> None: ...
 
+    def series(self, step: int, epoch: int, values: dict[str, float]) -> None:
+        """Named scalars at one step (tau, entropy, kappa, MACs, ``beta/normal/2<-0`` ...), plotted over steps."""
+        ...
+
+    def event(self, kind: str, step: int, data: dict[str, Any]) -> None:
+        """One structured record (a TE-NAS pruning decision, an AtomNAS shrink), shown as a table row."""
+        ...
+
     def architecture(self, record: ArchitectureRecord) -> None: ...
 
     def artifact(self, kind: str, path: str, checksum: str = "") -> None: ...
@@ -70,6 +78,8 @@ class MemoryReporter:
     epochs: list[tuple[str, int, dict[str, float]]] = field(default_factory=list)
     alpha_rows: list[tuple[int, int, str, str, str, float]] = field(default_factory=list)
     genotypes: list[tuple[int, int, str]] = field(default_factory=list)
+    series_points: list[tuple[int, int, str, float]] = field(default_factory=list)
+    events: list[tuple[str, int, dict[str, Any]]] = field(default_factory=list)
     architectures: list[ArchitectureRecord] = field(default_factory=list)
     artifacts: list[tuple[str, str, str]] = field(default_factory=list)
     _stop_checks: int = 0
@@ -90,6 +100,12 @@ class MemoryReporter:
 
     def genotype(self, step: int, epoch: int, genotype: str) -> None:
         self.genotypes.append((step, epoch, genotype))
+
+    def series(self, step: int, epoch: int, values: dict[str, float]) -> None:
+        self.series_points.extend((step, epoch, str(k), float(v)) for k, v in values.items())
+
+    def event(self, kind: str, step: int, data: dict[str, Any]) -> None:
+        self.events.append((kind, step, dict(data)))
 
     def architecture(self, record: ArchitectureRecord) -> None:
         self.architectures.append(record)

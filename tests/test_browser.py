@@ -137,9 +137,14 @@ def test_launch_watch_compare_in_chromium(dashboard: str) -> None:
             page.get_by_role("link", name="Watch #1 on the Monitor page").click()
             expect(page.get_by_text("status succeeded")).to_be_visible(timeout=RUN_TIMEOUT_MS)
             expect(page.get_by_text(re.compile(r"^finished in \d"))).to_be_visible()
+            # The finish triggers a full rerun; until it completes the fragment's last elements linger as stale
+            # copies, so wait for exactly one of each before looking at it.
             alpha = page.locator(".js-plotly-plot").filter(has_text="Softmax weight of each op, per edge")
+            expect(alpha).to_have_count(1)
             expect(alpha).to_be_visible()
-            expect(page.locator("[data-testid=stGraphVizChart]")).to_be_visible()
+            cell = page.locator("[data-testid=stGraphVizChart]")
+            expect(cell).to_have_count(1)
+            expect(cell).to_be_visible()
             assert page.locator("[data-testid=stException]").count() == 0
             shot = os.environ.get("NAS_SCREENSHOT", "")
             if shot:
@@ -150,6 +155,7 @@ def test_launch_watch_compare_in_chromium(dashboard: str) -> None:
             # Compare: the Pareto chart with the new architecture on it; clicking it shows it side by side.
             page.goto(f"{url}/compare")
             pareto = page.locator(".js-plotly-plot").filter(has_text="Accuracy vs MACs (M)")
+            expect(pareto).to_have_count(1)
             expect(pareto).to_be_visible()
             pareto.locator(".scatterlayer .trace .points path").first.click(force=True)
             expect(page.get_by_text("Selected architectures (1)")).to_be_visible()
