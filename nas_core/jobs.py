@@ -51,6 +51,8 @@ class DBReporter:
         self._genotypes: list[dict[str, Any]] = []
         self._architectures: list[dict[str, Any]] = []
         self._artifacts: list[dict[str, Any]] = []
+        self._series: list[dict[str, Any]] = []
+        self._events: list[dict[str, Any]] = []
         self._progress: dict[str, Any] | None = None
         self._last_flush = time.monotonic()
         self._last_cancel_check = float("-inf")
@@ -87,6 +89,18 @@ class DBReporter:
             self._genotypes.append({"step": step, "epoch": epoch, "genotype": genotype})
         self._maybe_flush()
 
+    def series(self, step: int, epoch: int, values: dict[str, float]) -> None:
+        with self._lock:
+            self._series.extend(
+                {"step": step, "epoch": epoch, "name": str(k), "value": float(v)} for k, v in values.items()
+            )
+        self._maybe_flush()
+
+    def event(self, kind: str, step: int, data: dict[str, Any]) -> None:
+        with self._lock:
+            self._events.append({"step": step, "kind": kind, "data": dict(data)})
+        self._maybe_flush()
+
     def architecture(self, record: ArchitectureRecord) -> None:
         row = {k: getattr(record, k) for k in record.__dataclass_fields__}
         with self._lock:
@@ -121,6 +135,8 @@ class DBReporter:
                 "genotypes": self._genotypes,
                 "architectures": self._architectures,
                 "artifacts": self._artifacts,
+                "series": self._series,
+                "events": self._events,
                 "progress": self._progress,
             }
             self._last_flush = time.monotonic()
@@ -128,6 +144,7 @@ class DBReporter:
                 return
             self._logs, self._epochs, self._alphas, self._genotypes = [], [], [], []
             self._architectures, self._artifacts, self._progress = [], [], None
+            self._series, self._events = [], []
             try:
                 repo.write_batch(self.experiment_id, url=self.url, **batch)
             except BaseException:
@@ -137,6 +154,8 @@ class DBReporter:
                 self._genotypes[:0] = batch["genotypes"]
                 self._architectures[:0] = batch["architectures"]
                 self._artifacts[:0] = batch["artifacts"]
+                self._series[:0] = batch["series"]
+                self._events[:0] = batch["events"]
                 self._progress = self._progress or batch["progress"]
                 raise
             self.flushes += 1
@@ -238,6 +257,20 @@ def run_job(
     with contextlib.ExitStack() as stack:
         if heartbeat and job_id is not None:
             stack.enter_context(_JobHeartbeat(job_id, url))
+        if exp.get("kind") == "proxies":
+            try:
+                result = run_proxies(exp, reporter, url)
+            except Cancelled:
+                reporter.log("cancelled on request", "warning")
+                finish("cancelled", message="cancelled on request")
+                return _summary(experiment_id, "cancelled", None, None)
+            except Exception as exc:  # noqa: BLE001 - recorded like a failed search
+                msg = one_line_error(exc)
+                reporter.log(msg, "error")
+                finish("failed", error=msg, traceback=traceback.format_exc())
+                return _summary(experiment_id, "failed", None, msg)
+            finish("succeeded", result=result)
+            return _summary(experiment_id, "succeeded", result, None)
         try:
             cfg = ExperimentConfig.from_dict(exp["config"])
         except ConfigError as exc:
@@ -266,6 +299,71 @@ def run_job(
         status = result.get("status") if result.get("status") in ("succeeded", "cancelled") else "succeeded"
         finish(status, result=result)
         return _summary(experiment_id, status, result, None)
+
+
+PROXY_DEFAULTS: dict[str, Any] = {"repeats": 3, "ntk_batch": 72, "region_samples": 1000, "init": "kaiming", "seed": 0}
+
+
+def run_proxies(exp: dict[str, Any], reporter: DBReporter, url: str | None) -> dict[str, Any]:
+    """The body of a "proxies" run: score each listed architecture and store the scores on its row.
+
+    Each architecture is rebuilt from its genotype and scored on its own experiment's data set (the
+    proxies depend on the inputs); data sets are loaded once each. Architectures of spaces the proxies
+    do not support yet are skipped with a log line, never silently.
+    """
+    import torch
+
+    from nas_core.data import load_dataset
+    from nas_core.proxies import genotype_proxies
+    from nas_core.spaces import get_space
+
+    cfg = exp["config"]
+    settings = {**PROXY_DEFAULTS, **(cfg.get("settings") or {})}
+    torch.set_num_threads(int(settings.pop("threads", 1)))
+    rows = repo.architecture_rows(cfg.get("architecture_ids") or [], url=url)
+    total = len(rows)
+    reporter.log(f"training-free proxies for {total} architecture(s); settings {settings}")
+    data_cache: dict[tuple[str, int, float, float], Any] = {}
+    done = skipped = 0
+
+    def check() -> None:
+        if reporter.should_stop():
+            raise Cancelled("cancel requested")
+
+    for i, row in enumerate(rows):
+        check()
+        if row["space"] != "nb201":
+            skipped += 1
+            reporter.log(f"architecture #{row['id']}: proxies are implemented for nb201 only, not {row['space']}")
+            continue
+        conf = row["config"]
+        key = (row["dataset"], int(conf.get("seed", 0)), float(conf.get("val_fraction", 0.2)),
+               float(conf.get("test_fraction", 0.2)))  # fmt: skip
+        if key not in data_cache:
+            data_cache[key] = load_dataset(*key)
+        data = data_cache[key]
+        genotype = get_space("nb201").parse(row["genotype"])
+        t0 = time.perf_counter()
+        out = genotype_proxies(
+            genotype,
+            data.x_train,
+            data.num_classes,
+            repeats=int(settings["repeats"]),
+            ntk_batch=int(settings["ntk_batch"]),
+            region_samples=int(settings["region_samples"]),
+            init=str(settings["init"]),
+            seed=int(settings["seed"]),
+            check=check,
+        )
+        repo.set_architecture_proxies(row["id"], out["ntk_cond"], out["linear_regions"], out["settings"], url=url)
+        done += 1
+        reporter.log(
+            f"architecture #{row['id']}: ntk_cond {out['ntk_cond']:.4g}, linear regions {out['linear_regions']:.1f} "
+            f"({time.perf_counter() - t0:.1f} s)"
+        )
+        reporter.progress((i + 1) / total, "proxies", i + 1, total)
+    reporter.progress(1.0, "done", total, total)
+    return {"evaluated": done, "skipped": skipped, "device": _device(), "accuracy_kind": None}
 
 
 def _device() -> str | None:

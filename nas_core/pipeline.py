@@ -129,6 +129,8 @@ def run_experiment(config: ExperimentConfig, reporter: Reporter) -> ExperimentRe
             latency_device=prof["latency_device"],
             origin="final" if cfg.final_epochs > 0 else "search",
             checkpoint_path=paths.get("checkpoint"),
+            ntk_cond=outcome.extra.get("ntk_cond"),
+            linear_regions=outcome.extra.get("linear_regions"),
             extra={
                 "supernet_accuracy": outcome.accuracy,
                 "search_seconds": search_seconds,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -344,6 +345,11 @@ class ProxyEvaluator:
         gen = torch.Generator().manual_seed(self.seed + 7919)
         self.region_x = region_inputs(self.x_train, self.region_samples, self.region_batches, gen)
 
+    def settings(self) -> dict[str, Any]:
+        """What the scores depend on besides the architecture, stored beside them so like is compared with like."""
+        n = min(self.ntk_batch, len(self.x_train))
+        return {"ntk_batch": n, "region_samples": self.region_samples, "init": self.init, "seed": self.seed}
+
     def evaluate(self, weights_list: Sequence[torch.Tensor], seed: int, check=None) -> list[tuple[float, int]]:
         """(kappa, regions) per weight matrix, for one repeat seeded by ``seed``; ``check()`` between items."""
         gen = torch.Generator().manual_seed(seed)
@@ -362,3 +368,38 @@ class ProxyEvaluator:
             regions = linear_regions(self.region_net, self.region_x, w)
             out.append((kappa, regions))
         return out
+
+
+def genotype_proxies(
+    genotype: NB201Genotype,
+    x_train: torch.Tensor,
+    num_classes: int,
+    *,
+    repeats: int = 3,
+    ntk_batch: int = 72,
+    region_samples: int = 1000,
+    init: str = "kaiming",
+    seed: int = 0,
+    check=None,
+) -> dict[str, Any]:
+    """Both proxies of one stand-alone architecture, averaged over ``repeats`` inits and batches.
+
+    The seeds per repeat are those TE-NAS's first round uses, so an architecture scores the same here
+    as when a search reaches it with the same settings. Returns ``ntk_cond``, ``linear_regions``, the
+    per-repeat values and the settings.
+    """
+    if repeats < 1:
+        raise ValueError("repeats must be >= 1")
+    ev = ProxyEvaluator(
+        x_train, num_classes, ntk_batch=ntk_batch, region_samples=region_samples, init=init, seed=seed
+    )
+    w = genotype_weights(genotype)
+    per_repeat = [ev.evaluate([w], seed * 100_003 + r, check=check)[0] for r in range(repeats)]
+    kappas, regions = [float(k) for k, _ in per_repeat], [float(r) for _, r in per_repeat]
+    return {
+        "ntk_cond": sum(kappas) / repeats,
+        "linear_regions": sum(regions) / repeats,
+        "ntk_cond_repeats": kappas,
+        "linear_regions_repeats": regions,
+        "settings": {**ev.settings(), "repeats": repeats},
+    }

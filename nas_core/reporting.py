@@ -31,6 +31,8 @@ class ArchitectureRecord:
     latency_device: str | None = None
     origin: str = "search"  # "search" | "final" | "preset" | "trial"
     checkpoint_path: str | None = None
+    ntk_cond: float | None = None  # training-free proxies (TE-NAS), when known
+    linear_regions: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -627,13 +627,21 @@ def progress_info(exp: Mapping[str, Any], now: datetime | None = None) -> Progre
     return ProgressInfo(fraction, " · ".join(parts), elapsed, eta)
 
 
+def _float_or_none(value: Any) -> float | None:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(out) else out
+
+
 def experiments_table(experiments: pd.DataFrame) -> pd.DataFrame:
     """The Overview table: display units (% accuracy, M MACs, text durations), newest first.
 
     ``state`` says what an unfinished run is doing (phase, epoch, ETA); ``strategy`` reads "strategy / space".
     """
     cols = ["id", "name", "status", "progress", "state", "strategy", "dataset", "accuracy (%)",
-            "MACs (M)", "latency (ms)", "started", "duration"]  # fmt: skip
+            "MACs (M)", "latency (ms)", "started", "duration", "search cost", "device"]  # fmt: skip
     if experiments is None or experiments.empty:
         return pd.DataFrame(columns=cols)
     df = experiments.sort_values("id", ascending=False)
@@ -653,6 +661,8 @@ def experiments_table(experiments: pd.DataFrame) -> pd.DataFrame:
             "latency (ms)": pd.to_numeric(df["latency_ms"], errors="coerce"),
             "started": [t.tz_convert(None) if t is not None else pd.NaT for t in map(_utc, df["started_at"])],
             "duration": [format_duration(i.elapsed_s) for i in infos],
+            "search cost": [format_duration(_float_or_none(v)) for v in df.get("search_seconds", [None] * len(df))],
+            "device": df.get("device", pd.Series([None] * len(df), index=df.index)).fillna(""),
         }
     )
     return out.reset_index(drop=True)
@@ -672,6 +682,8 @@ def architectures_table(arch_df: pd.DataFrame) -> pd.DataFrame:
             "MACs (M)": pd.to_numeric(arch_df["macs"], errors="coerce") / 1e6,
             "params (M)": pd.to_numeric(arch_df["params"], errors="coerce") / 1e6,
             "latency (ms)": pd.to_numeric(arch_df["latency_ms"], errors="coerce"),
+            "NTK cond": pd.to_numeric(arch_df.get("ntk_cond", math.nan), errors="coerce"),
+            "linear regions": pd.to_numeric(arch_df.get("linear_regions", math.nan), errors="coerce"),
             "origin": arch_df["origin"],
             "genotype": arch_df["genotype"],
         }

@@ -65,6 +65,7 @@ class Experiment(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(200), default="")
+    kind: Mapped[str] = mapped_column(String(16), default="search", server_default="search")  # | "proxies"
     strategy: Mapped[str] = mapped_column(String(64), default="")
     space: Mapped[str] = mapped_column(String(64), default="")
     dataset: Mapped[str] = mapped_column(String(500), default="")
@@ -89,6 +90,8 @@ class Experiment(Base):
     params: Mapped[int | None] = mapped_column(BigInteger)
     macs: Mapped[int | None] = mapped_column(BigInteger)
     latency_ms: Mapped[float | None] = mapped_column(Float)
+    search_seconds: Mapped[float | None] = mapped_column(Float)  # search cost (wall time of the search phase)
+    train_seconds: Mapped[float | None] = mapped_column(Float)
     result: Mapped[str | None] = mapped_column(Text)  # JSON of the whole result
 
 
@@ -163,6 +166,32 @@ class GenotypeSnapshot(Base):
     genotype: Mapped[str] = mapped_column(Text)
 
 
+class SeriesPoint(Base):
+    """One named scalar at one step (tau, entropy, a beta, kappa ...); the name's first '/' part is its chart."""
+
+    __tablename__ = "series_points"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    experiment_id: Mapped[int] = mapped_column(_fk(), index=True)
+    step: Mapped[int] = mapped_column(Integer)
+    epoch: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(128))
+    value: Mapped[float | None] = mapped_column(Float)
+
+
+class Event(Base):
+    """A structured record of the search (e.g. one TE-NAS pruning decision), its body as JSON."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    experiment_id: Mapped[int] = mapped_column(_fk(), index=True)
+    step: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(32))
+    data: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class LogLine(Base):
     __tablename__ = "log_lines"
 
@@ -191,6 +220,8 @@ class Architecture(Base):
     latency_device: Mapped[str | None] = mapped_column(String(200))
     origin: Mapped[str] = mapped_column(String(32), default="search")
     checkpoint_path: Mapped[str | None] = mapped_column(Text)
+    ntk_cond: Mapped[float | None] = mapped_column(Float)  # TE-NAS proxies, when computed
+    linear_regions: Mapped[float | None] = mapped_column(Float)
     extra: Mapped[str | None] = mapped_column(Text)  # JSON
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

@@ -29,10 +29,12 @@ from storage.models import (
     Architecture,
     Artifact,
     EpochLog,
+    Event,
     Experiment,
     GenotypeSnapshot,
     Job,
     LogLine,
+    SeriesPoint,
     Worker,
     utcnow,
 )
@@ -63,11 +65,16 @@ EXPERIMENT_COLUMNS = [
     "duration_s",
     "error",
     "device",
+    "kind",
+    "search_seconds",
+    "train_seconds",
 ]
 EPOCH_COLUMNS = ["experiment_id", "phase", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
 ALPHA_COLUMNS = ["experiment_id", "step", "epoch", "cell", "edge", "op", "weight"]
 GENOTYPE_COLUMNS = ["experiment_id", "step", "epoch", "genotype"]
 LOG_COLUMNS = ["experiment_id", "ts", "level", "message"]
+SERIES_COLUMNS = ["experiment_id", "step", "epoch", "name", "value"]
+EVENT_COLUMNS = ["experiment_id", "step", "kind", "data", "created_at"]
 ARCHITECTURE_COLUMNS = [
     "id",
     "experiment_id",
@@ -86,10 +93,13 @@ ARCHITECTURE_COLUMNS = [
     "origin",
     "checkpoint_path",
     "created_at",
+    "ntk_cond",
+    "linear_regions",
 ]
 ARTIFACT_COLUMNS = ["experiment_id", "kind", "path", "checksum", "created_at"]
 WORKER_COLUMNS = ["id", "host", "pid", "started_at", "heartbeat_at", "current_job"]
 
+RUN_KINDS = ("search", "proxies")
 _METRIC_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
 _ARCH_KEYS = (
     "genotype",
@@ -103,6 +113,8 @@ _ARCH_KEYS = (
     "latency_device",
     "origin",
     "checkpoint_path",
+    "ntk_cond",
+    "linear_regions",
 )
 
 _ready_urls: set[tuple[int, str]] = set()
@@ -218,13 +230,21 @@ def _duration(started: datetime | None, finished: datetime | None, status: str) 
 
 
 def create_experiment(
-    config: Mapping[str, Any], name: str = "", *, url: str | None = None, claimed_by: str | None = None
+    config: Mapping[str, Any],
+    name: str = "",
+    *,
+    url: str | None = None,
+    claimed_by: str | None = None,
+    kind: str = "search",
 ) -> int:
     """Store a validated config and queue its job; returns the experiment id.
 
     ``claimed_by`` creates the job already running under that worker id: the CLI's foreground
-    ``search`` uses it so that no background worker picks up the same job.
+    ``search`` uses it so that no background worker picks up the same job. ``kind`` is "search" or
+    "proxies" (a background proxy evaluation, see :func:`create_proxy_run`).
     """
+    if kind not in RUN_KINDS:
+        raise ValueError(f"kind must be one of {', '.join(RUN_KINDS)} (got {kind!r})")
     url = _ready(url)
     config = dict(config)
     name = (name or str(config.get("name") or "")).strip()[:200]
@@ -232,6 +252,7 @@ def create_experiment(
     with session(url, write=True) as s:
         exp = Experiment(
             name=name,
+            kind=kind,
             strategy=str(config.get("strategy", "")),
             space=str(config.get("space", "")),
             dataset=str(config.get("dataset", "")),
@@ -255,6 +276,67 @@ def create_experiment(
         s.add(job)
         s.flush()
         return int(exp.id)
+
+
+def create_proxy_run(
+    architecture_ids: Sequence[int], settings: Mapping[str, Any], *, name: str = "", url: str | None = None
+) -> int:
+    """Queue a background job that computes the training-free proxies of stored architectures.
+
+    It is an experiment of kind "proxies", so it shows in Overview and Monitor with progress, log and
+    Cancel like a search; ``settings`` are the proxy options (repeats, batch, region samples, init, seed).
+    """
+    ids = sorted({int(i) for i in architecture_ids})
+    if not ids:
+        raise ValueError("no architectures to evaluate")
+    url = _ready(url)
+    with session(url) as s:
+        found = list(s.execute(select(Architecture.id, Architecture.space).where(Architecture.id.in_(ids))))
+    missing = sorted(set(ids) - {int(r[0]) for r in found})
+    if missing:
+        raise ValueError(f"no architecture with id {', '.join(map(str, missing))}")
+    spaces = sorted({str(r[1]) for r in found})
+    config = {"kind": "proxies", "architecture_ids": ids, "settings": dict(settings), "epochs": len(ids)}
+    config |= {"strategy": "proxies", "space": ",".join(spaces), "dataset": "(each architecture's own)"}
+    label = name or f"proxies of {len(ids)} architecture{'s' if len(ids) != 1 else ''}"
+    return create_experiment(config, label, url=url, kind="proxies")
+
+
+def set_architecture_proxies(
+    architecture_id: int,
+    ntk_cond: float | None,
+    linear_regions: float | None,
+    settings: Mapping[str, Any] | None = None,
+    *,
+    url: str | None = None,
+) -> bool:
+    """Store proxies on one architecture row (settings go to its ``extra``); False if the row is gone."""
+    url = _ready(url)
+    with session(url, write=True) as s:
+        arch = s.get(Architecture, int(architecture_id))
+        if arch is None:
+            return False
+        arch.ntk_cond, arch.linear_regions = _num(ntk_cond), _num(linear_regions)
+        if settings is not None:
+            extra = json.loads(arch.extra or "{}")
+            extra["proxy_settings"] = dict(settings)
+            arch.extra = _dumps(extra)
+        return True
+
+
+def architecture_rows(ids: Iterable[int], *, url: str | None = None) -> list[dict[str, Any]]:
+    """Architecture rows by id with their experiment's dataset and config (the proxy job rebuilds them)."""
+    url = _ready(url)
+    q = (
+        select(Architecture.id, Architecture.genotype, Architecture.space, Experiment.dataset, Experiment.config)
+        .join(Experiment, Experiment.id == Architecture.experiment_id)
+        .where(Architecture.id.in_([int(i) for i in ids]))
+        .order_by(Architecture.id)
+    )
+    rows = _rows(url, q)
+    for r in rows:
+        r["config"] = json.loads(r["config"] or "{}")
+    return rows
 
 
 def _best_architectures(s: Session, ids: Iterable[int] | None = None) -> dict[int, dict[str, Any]]:
@@ -305,6 +387,9 @@ def _experiment_summary(exp: Experiment, best: dict[str, Any] | None) -> dict[st
         "duration_s": _duration(exp.started_at, exp.finished_at, exp.status),
         "error": exp.error,
         "device": exp.device,
+        "kind": exp.kind or "search",
+        "search_seconds": exp.search_seconds,
+        "train_seconds": exp.train_seconds,
     }
 
 
@@ -319,7 +404,7 @@ def list_experiments(*, url: str | None = None) -> pd.DataFrame:
         rows,
         EXPERIMENT_COLUMNS,
         ("created_at", "started_at", "finished_at"),
-        ("progress", "best_accuracy", "macs", "params", "latency_ms", "duration_s"),
+        ("progress", "best_accuracy", "macs", "params", "latency_ms", "duration_s", "search_seconds", "train_seconds"),
     )
 
 
@@ -462,6 +547,27 @@ def logs_df(experiment_id: int, tail: int | None = 200, *, url: str | None = Non
     return _frame(rows, LOG_COLUMNS, ("ts",))
 
 
+def series_df(experiment_id: int, *, url: str | None = None) -> pd.DataFrame:
+    """Named scalars over steps (long format); ``name``'s part before the first '/' is the chart."""
+    url = _ready(url)
+    cols = [getattr(SeriesPoint, c) for c in SERIES_COLUMNS]
+    q = select(*cols).where(SeriesPoint.experiment_id == int(experiment_id)).order_by(SeriesPoint.id)
+    return _frame(_rows(url, q), SERIES_COLUMNS, (), ("value",))
+
+
+def events_df(experiment_id: int, kind: str | None = None, *, url: str | None = None) -> pd.DataFrame:
+    """Structured records of a run in order; ``data`` is the decoded dict."""
+    url = _ready(url)
+    cols = [getattr(Event, c) for c in EVENT_COLUMNS]
+    q = select(*cols).where(Event.experiment_id == int(experiment_id))
+    if kind is not None:
+        q = q.where(Event.kind == kind)
+    rows = _rows(url, q.order_by(Event.id))
+    for r in rows:
+        r["data"] = json.loads(r["data"] or "{}")
+    return _frame(rows, EVENT_COLUMNS, ("created_at",))
+
+
 def architectures_df(ids: Iterable[int] | None = None, *, url: str | None = None) -> pd.DataFrame:
     """Architectures of the given experiments (all when ids is None), with their experiment's labels."""
     url = _ready(url)
@@ -482,7 +588,10 @@ def architectures_df(ids: Iterable[int] | None = None, *, url: str | None = None
         q = q.where(Architecture.experiment_id.in_([int(i) for i in ids]))
     rows = _rows(url, q)
     return _frame(
-        rows, ARCHITECTURE_COLUMNS, ("created_at",), ("accuracy", "params", "macs", "latency_ms", "latency_threads")
+        rows,
+        ARCHITECTURE_COLUMNS,
+        ("created_at",),
+        ("accuracy", "params", "macs", "latency_ms", "latency_threads", "ntk_cond", "linear_regions"),
     )
 
 
@@ -713,6 +822,8 @@ def finish_job(
             exp.macs = _int(result.get("macs"))
             exp.latency_ms = _num(result.get("latency_ms"))
             exp.device = result.get("device") or exp.device
+            exp.search_seconds = _num(result.get("search_seconds"))
+            exp.train_seconds = _num(result.get("train_seconds"))
         exp.error = error
         exp.traceback = traceback
         exp.message = message or {"succeeded": "finished", "cancelled": "cancelled"}.get(status, error or status)
@@ -728,6 +839,8 @@ def write_batch(
     genotypes: Sequence[Mapping[str, Any]] = (),
     architectures: Sequence[Mapping[str, Any]] = (),
     artifacts: Sequence[Mapping[str, Any]] = (),
+    series: Sequence[Mapping[str, Any]] = (),
+    events: Sequence[Mapping[str, Any]] = (),
     progress: Mapping[str, Any] | None = None,
     url: str | None = None,
 ) -> None:
@@ -735,7 +848,8 @@ def write_batch(
 
     Row dicts use the column names: logs ``ts, level, message``; epochs ``phase, epoch`` plus metric
     keys; alphas ``step, epoch, cell, edge, op, weight``; genotypes ``step, epoch, genotype``;
-    architectures the ArchitectureRecord fields (``extra`` a dict); artifacts ``kind, path, checksum``.
+    architectures the ArchitectureRecord fields (``extra`` a dict); artifacts ``kind, path, checksum``;
+    series ``step, epoch, name, value``; events ``step, kind, data`` (a dict).
     ``progress`` holds ``fraction, phase, epoch, total_epochs`` of the latest progress call.
     """
     url = _ready(url)
@@ -793,6 +907,34 @@ def write_batch(
                     for r in genotypes
                 ],
             )
+        if series:
+            s.execute(
+                SeriesPoint.__table__.insert(),
+                [
+                    {
+                        "experiment_id": eid,
+                        "step": int(r["step"]),
+                        "epoch": int(r["epoch"]),
+                        "name": str(r["name"])[:128],
+                        "value": _num(r.get("value")),
+                    }
+                    for r in series
+                ],
+            )
+        if events:
+            s.execute(
+                Event.__table__.insert(),
+                [
+                    {
+                        "experiment_id": eid,
+                        "step": int(r["step"]),
+                        "kind": str(r["kind"])[:32],
+                        "data": _dumps(dict(r.get("data") or {})),
+                        "created_at": r.get("created_at") or now,
+                    }
+                    for r in events
+                ],
+            )
         if architectures:
             rows = []
             for r in architectures:
@@ -804,6 +946,8 @@ def write_batch(
                     macs=_int(row["macs"]),
                     latency_ms=_num(row["latency_ms"]),
                     latency_threads=_int(row["latency_threads"]),
+                    ntk_cond=_num(row["ntk_cond"]),
+                    linear_regions=_num(row["linear_regions"]),
                     origin=row["origin"] or "search",
                     accuracy_kind=row["accuracy_kind"] or "",
                     extra=_dumps(r.get("extra") or {}),

@@ -240,15 +240,25 @@ def test_tenas_search_prunes_to_one_op_per_edge_and_stores_the_rounds(tmp_path: 
     assert len(last) == 6 and all(len(v) == 1 for v in last.values())
     g = get_space("nb201").parse(res.genotype)
     assert [last[e][0] for e in EDGES] == list(g.ops)
-    assert [e for _, e, _ in rep.epochs] == [0, 1, 2, 3]
-    for phase, _, m in rep.epochs:
-        assert phase == "search" and math.isfinite(m["kappa"]) and m["regions"] >= 1 and m["seconds"] >= 0
+    series: dict[str, list[tuple[int, float]]] = {}
+    for step, _, name, value in rep.series_points:
+        series.setdefault(name, []).append((step, value))
+    assert [s for s, _ in series["kappa"]] == [0, 1, 2, 3]
+    assert all(math.isfinite(v) for _, v in series["kappa"]) and all(v >= 1 for _, v in series["regions"])
+    assert [v for _, v in series["ops/active"]] == [24.0, 18.0, 12.0, 6.0]
     pruned = [m for _, _, m in rep.logs if " pruned " in m]
     assert len(pruned) == 18 and all("kappa rank" in m and "regions rank" in m for m in pruned)
+    events = [(step, d) for kind, step, d in rep.events if kind == "prune"]
+    assert len(events) == 18 and [s for s, _ in events] == sorted(s for s, _ in events)
+    for step, d in events:  # each decision names edge and op, and the ranks it was chosen by
+        assert d["round"] == step and d["edge"] in EDGES and d["op"] != "none"
+        assert d["rank_sum"] == d["kappa_rank"] + d["regions_rank"] and math.isfinite(d["d_kappa"])
+        assert d["op"] not in _ops_per_edge(rep, step)[d["edge"]]  # really gone after that round
     assert rep.genotypes[-1][2] == res.genotype
     assert res.accuracy is None and res.accuracy_kind == "none"
     (arch,) = rep.architectures
-    assert arch.accuracy is None and arch.extra["kappa"] == rep.epochs[-1][2]["kappa"]
+    assert arch.accuracy is None and arch.extra["kappa"] == series["kappa"][-1][1]
+    assert arch.ntk_cond == series["kappa"][-1][1] and arch.linear_regions == series["regions"][-1][1]
     assert rep.progresses[-1][0] == pytest.approx(1.0)
 
 
@@ -304,8 +314,10 @@ def test_tenas_through_the_worker(db: str, procs: Callable) -> None:  # noqa: F8
     assert exp["status"] == "succeeded", (exp["error"], exp["traceback"], out)
     assert exp["progress"] == 1.0 and exp["genotype"].count("~") == 6
     assert exp["best_accuracy"] is None or math.isnan(exp["best_accuracy"])
-    epochs = repo.epochs_df(exp_id)
-    assert list(epochs["epoch"]) == [0, 1, 2, 3] and set(epochs["phase"]) == {"search"}
+    series = repo.series_df(exp_id)
+    assert list(series.loc[series["name"] == "kappa", "step"]) == [0, 1, 2, 3]
+    events = repo.events_df(exp_id, "prune")
+    assert len(events) == 18 and all({"edge", "op", "kappa_rank", "regions_rank"} <= set(d) for d in events["data"])
     alphas = repo.alphas_df(exp_id)
     final = alphas[(alphas["step"] == alphas["step"].max()) & (alphas["weight"] > 0)]
     assert len(final) == 6 and final["edge"].nunique() == 6
@@ -313,3 +325,5 @@ def test_tenas_through_the_worker(db: str, procs: Callable) -> None:  # noqa: F8
     assert logs["message"].str.contains(" pruned ").sum() == 18
     arch = repo.architectures_df([exp_id])
     assert len(arch) == 1 and arch["genotype"].iloc[0] == exp["genotype"]
+    assert math.isfinite(arch["ntk_cond"].iloc[0]) and arch["linear_regions"].iloc[0] >= 1
+    assert exp["search_seconds"] > 0 and exp["device"]

@@ -6,10 +6,11 @@ import pandas as pd
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
-from nas_core import viz
+from nas_core import viz, viz_search
+from nas_core.proxies import INITS
 from nas_core.spaces import get_space
 from storage import repo
-from views.common import PAGES, experiment_label, guarded, no_experiments_yet, show_error
+from views.common import PAGES, ensure_worker, experiment_label, guarded, no_experiments_yet, show_error
 
 SELECT = ("points", "box", "lasso")
 COLOR_BY = {"experiment_name": "experiment", "strategy": "strategy"}
@@ -69,10 +70,60 @@ def main() -> None:
     st.plotly_chart(viz.pareto_3d(archs, color_by=color_by), key="pareto_3d")
 
     ids = list(dict.fromkeys(picked))
-    if not ids:
+    if ids:
+        _side_by_side(archs[archs["id"].isin(ids)])
+    else:
         st.caption("Click a point, or draw a box or lasso on either chart, to compare architectures side by side.")
+    _proxies(archs, exps)
+
+
+def _queue_proxies(ids: list[int], settings: dict[str, object]) -> None:
+    try:
+        run_id = repo.create_proxy_run(ids, settings)
+    except ValueError as exc:
+        st.session_state["proxy_error"] = str(exc)
         return
-    _side_by_side(archs[archs["id"].isin(ids)])
+    st.session_state.pop("proxy_error", None)
+    warning = ensure_worker()
+    st.toast(warning or f"Proxy run #{run_id} queued")
+
+
+def _proxies(archs: pd.DataFrame, exps: pd.DataFrame) -> None:
+    """Proxy-versus-accuracy scatter with rank correlations; compute missing proxies as a background run."""
+    st.subheader("Training-free proxies against accuracy")
+    st.caption("TE-NAS's proxies at initialisation: NTK condition number (lower should mean more trainable, so a "
+               "good proxy correlates negatively with accuracy) and linear regions (higher, more expressive). "
+               "Each architecture is scored on its own experiment's data set.")  # fmt: skip
+    corr = viz_search.proxy_correlations(archs)
+    if int(corr["n"].max()) > 0:
+        st.plotly_chart(viz_search.proxy_scatter(archs), key="proxy_scatter")
+        number = st.column_config.NumberColumn
+        columns = {"kendall_tau": number("Kendall tau", format="%+.3f"),
+                   "spearman_rho": number("Spearman rho", format="%+.3f")}  # fmt: skip
+        st.dataframe(corr, hide_index=True, key="proxy_corr", column_config=columns)
+    missing = viz_search.missing_proxies(archs)
+    running = exps[(exps["kind"] == "proxies") & exps["status"].isin(["queued", "running"])]
+    for row in running.to_dict("records"):
+        st.info(f"Proxy run #{row['id']} is {row['status']} ({row['progress'] * 100:.0f} %).")
+        st.page_link(PAGES["monitor"], label=f"Watch proxy run #{row['id']}", query_params={"id": str(row["id"])})
+    if not missing:
+        if int(corr["n"].max()) == 0:
+            st.caption("None of these architectures is in a space the proxies support (NAS-Bench-201).")
+        return
+    with st.form("proxy_form"):
+        st.markdown(f"**{len(missing)} architecture(s)** of these experiments have no proxies yet.")
+        cols = st.columns(4)
+        settings = {
+            "repeats": cols[0].number_input("repeats", 1, 20, 3, help="Inits and batches averaged (TE-NAS: 3)"),
+            "ntk_batch": cols[1].number_input("NTK batch", 2, 512, 72, help="Samples in the NTK (TE-NAS: 72)"),
+            "region_samples": cols[2].number_input("region samples", 1, 10_000, 1000,
+                                                   help="Inputs per linear-region count (TE-NAS: 1000)"),
+            "init": cols[3].selectbox("init", INITS, help="Weight init of the proxy networks"),
+        }  # fmt: skip
+        if st.form_submit_button("Compute proxies in the background", icon=":material/play_arrow:"):
+            _queue_proxies(missing, {k: v if k == "init" else int(v) for k, v in settings.items()})
+    if st.session_state.get("proxy_error"):
+        st.error(f"Nothing was queued: {st.session_state['proxy_error']}")
 
 
 main()

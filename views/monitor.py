@@ -8,7 +8,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from nas_core import viz
+from nas_core import viz, viz_search
 from nas_core.spaces import get_space
 from storage import repo
 from views.common import (
@@ -27,6 +27,12 @@ LIVE = ("queued", "running")
 def figure(kind: str, data: pd.DataFrame, *args: Any) -> go.Figure:
     """``viz.<kind>(data, *args)``, rebuilt only when the data changed: the live view redraws every 2 s."""
     return getattr(viz, kind)(data, *args)
+
+
+@st.cache_resource(max_entries=64, show_spinner=False)
+def figure_search(kind: str, data: pd.DataFrame, *args: Any) -> go.Figure:
+    """``viz_search.<kind>(data, *args)``, cached like :func:`figure`."""
+    return getattr(viz_search, kind)(data, *args)
 
 
 @guarded
@@ -60,6 +66,9 @@ def _status(exp: dict[str, Any]) -> None:
     cols[1].metric("MACs", viz.format_number(exp.get("macs"), ".2f", " M", 1e-6))
     cols[2].metric("Params", viz.format_number(exp.get("params"), ".3f", " M", 1e-6))
     cols[3].metric("Latency (batch 1)", viz.format_number(exp.get("latency_ms"), ".2f", " ms"))
+    cost = viz_search.search_cost_text(exp)
+    if cost:
+        st.caption(f"Cost: {cost}.")
 
 
 def _current_genotype(exp_id: int, exp: dict[str, Any]) -> str:
@@ -86,6 +95,43 @@ def _alphas(exp_id: int, space: Any) -> None:
     left, right = st.columns(2)
     left.plotly_chart(figure("alpha_heatmap", alphas, step, cell, space.ops), key="alpha_heatmap")
     right.plotly_chart(figure("param_free_share", alphas, tuple(sorted(space.param_free_ops))), key="param_free")
+
+
+def _signals(exp_id: int) -> None:
+    """Named series a strategy records (tau, entropy, betas, kappa, regions ...), one chart per group."""
+    series = repo.series_df(exp_id)
+    groups = viz_search.series_groups(series)
+    if not groups:
+        return
+    st.subheader("Search signals")
+    cols = st.columns(2)
+    for i, group in enumerate(groups):
+        cols[i % 2].plotly_chart(figure_search("series_figure", series, group), key=f"series_{group}")
+
+
+def _pruning(exp_id: int, alphas: pd.DataFrame) -> None:
+    """TE-NAS: which op left which edge in each round and why, and the supernet as it shrank."""
+    events = repo.events_df(exp_id, "prune")
+    if events.empty:
+        return
+    st.subheader("Pruning rounds")
+    table = viz_search.prune_table(events)
+    st.caption("Each round removes the op whose removal hurts trainability (kappa up) and expressivity "
+               "(regions down) least: lowest sum of the two ranks (0 = best to prune).")  # fmt: skip
+    left, right = st.columns([3, 2])
+    number = st.column_config.NumberColumn
+    columns = {
+        "d_kappa": number("Δ kappa (rel.)", format="%+.4f"),
+        "d_regions": number("Δ regions (rel.)", format="%+.4f"),
+    }
+    left.dataframe(table, hide_index=True, height=360, key="prune_table", column_config=columns)
+    steps = viz.alpha_steps(alphas)
+    with right:
+        at = steps[-1] if steps else 0
+        if len(steps) > 1:
+            at = st.select_slider("Supernet after round", options=steps, value=steps[-1], key="prune_round")
+        cell = viz.alpha_cells(alphas)[0] if not alphas.empty else None
+        st.graphviz_chart(viz_search.supernet_dot(alphas, at, cell))
 
 
 def _cell(exp_id: int, exp: dict[str, Any], space: Any) -> None:
@@ -126,10 +172,20 @@ def live(exp_id: int, was_live: bool) -> None:
         st.rerun()  # started or finished: redraw the page with (or without) the refresh timer
     st.markdown(f"**{exp['strategy']}** on **{exp['space']}**, data **{exp['dataset']}** · status **{exp['status']}**")
     _status(exp)
+    if exp.get("kind") == "proxies":
+        n = len((exp.get("config") or {}).get("architecture_ids") or [])
+        st.caption(f"Background evaluation of training-free proxies for {n} stored architecture(s); the scores "
+                   "appear in the Compare page's proxy chart as they are computed.")  # fmt: skip
+        _log(exp_id)
+        return
     space = get_space(exp["space"])
-    st.subheader("Training curves")
-    st.plotly_chart(figure("training_curves", repo.epochs_df(exp_id)), key="curves")
+    epochs = repo.epochs_df(exp_id)
+    if not epochs.empty or exp["status"] in LIVE:
+        st.subheader("Training curves")
+        st.plotly_chart(figure("training_curves", epochs), key="curves")
     _alphas(exp_id, space)
+    _signals(exp_id)
+    _pruning(exp_id, repo.alphas_df(exp_id))
     left, right = st.columns([2, 3])
     with left:
         _cell(exp_id, exp, space)

@@ -166,15 +166,15 @@ class TENASStrategy(Strategy):
             k_full = [res[r][0][0] for r in range(repeats)]
             r_full = [res[r][0][1] for r in range(repeats)]
             kappa_now, regions_now = sum(k_full) / repeats, sum(r_full) / repeats
-            rep.epoch(
-                "search",
+            rep.series(
+                round_no,
                 round_no,
                 {
                     "kappa": kappa_now,
                     "regions": regions_now,
-                    "active_ops": float(act.sum()),
-                    "candidates": float(len(cands)),
-                    "seconds": time.perf_counter() - t_round,
+                    "ops/active": float(act.sum()),
+                    "ops/candidates": float(len(cands)),
+                    "seconds/round": time.perf_counter() - t_round,
                 },
             )
             if not cands:
@@ -190,6 +190,20 @@ class TENASStrategy(Strategy):
             per_edge = {e: min(per_round, int(act[e].sum()) - 1) for e in edges_open}
             for (e, o), k_rank, r_rank in choose_prunes(d_kappa, d_regions, per_edge):
                 alpha[e, o] = PRUNED
+                rep.event(
+                    "prune",
+                    round_no,
+                    {
+                        "round": round_no,
+                        "edge": EDGES[e],
+                        "op": OPS[o],
+                        "d_kappa": d_kappa[(e, o)],
+                        "d_regions": d_regions[(e, o)],
+                        "kappa_rank": k_rank,
+                        "regions_rank": r_rank,
+                        "rank_sum": k_rank + r_rank,
+                    },
+                )
                 rep.log(
                     f"round {round_no}: pruned {OPS[o]} on edge {EDGES[e]} (delta kappa {d_kappa[(e, o)]:+.3f}, "
                     f"delta regions {d_regions[(e, o)]:+.3f}; kappa rank {k_rank}, regions rank {r_rank}, "
@@ -203,6 +217,9 @@ class TENASStrategy(Strategy):
             f"{self.label}: derived {g} after {round_no} round(s); kappa {kappa_now:.4g}, regions {regions_now:.1f}"
         )
         extra: dict[str, Any] = {"kappa": kappa_now, "regions": regions_now, "rounds": round_no}
+        # The pruned supernet is the derived cell: its proxies are the architecture's own, at these settings.
+        settings = {**ev.settings(), "repeats": repeats}
+        extra |= {"ntk_cond": kappa_now, "linear_regions": regions_now, "proxy_settings": settings}
         return SearchOutcome(genotype=g, accuracy=None, accuracy_kind="none", extra=extra)
 
 
