@@ -119,8 +119,43 @@ GENERAL_FIELDS: tuple[ParamSpec, ...] = (
         "bool",
         "torch.compile the search network: compiling takes minutes on a CPU, so it pays off only on long runs",
     ),
-    ParamSpec("val_fraction", 0.2, "float", "Fraction of data held out for validation", 0.05, 0.5),
-    ParamSpec("test_fraction", 0.2, "float", "Fraction of data held out for the final test", 0.05, 0.5),
+    ParamSpec(
+        "val_fraction",
+        0.2,
+        "float",
+        "Fraction held out for validation. In a bi-level search (DARTS, PC-DARTS, GDAS) this is the split "
+        "between weights (trained on the rest) and architecture parameters (trained on this part); the "
+        "reference DARTS code splits CIFAR-10's training set 50/50 (train_portion 0.5). Stratified and seeded. "
+        "For CIFAR it is a fraction of the official training set, and the official test set is the test set "
+        "(test_fraction is not used)",
+        0.05,
+        0.5,
+    ),
+    ParamSpec(
+        "test_fraction",
+        0.2,
+        "float",
+        "Fraction of data held out for the final test (data sets with an official test split, CIFAR, use that)",
+        0.05,
+        0.5,
+    ),
+    ParamSpec(
+        "image_size",
+        0,
+        "int",
+        "Side length images are resized to (0 = the data set's own size; image folders then use 32)",
+        0,
+        1024,
+    ),
+    ParamSpec(
+        "max_train_per_class",
+        0,
+        "int",
+        "Use at most this many training images per class, validation included (0 = all): a quick CPU "
+        "search on a CIFAR subset. A seeded, stratified subset; the test set stays whole",
+        0,
+        10_000_000,
+    ),
 )
 
 _GENERAL = {p.name: p for p in GENERAL_FIELDS}
@@ -147,6 +182,8 @@ class ExperimentConfig:
     compile: bool = False
     val_fraction: float = 0.2
     test_fraction: float = 0.2
+    image_size: int = 0
+    max_train_per_class: int = 0
     params: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -167,7 +204,7 @@ class ExperimentConfig:
 
     def validated(self) -> ExperimentConfig:
         """Return a copy with coerced types and strategy defaults filled in, or raise ConfigError."""
-        from nas_core.data import check_dataset
+        from nas_core.data import absolute_dataset, check_dataset
         from nas_core.spaces import SPACES
         from nas_core.strategies import STRATEGIES
 
@@ -198,7 +235,7 @@ class ExperimentConfig:
         return ExperimentConfig(
             strategy=self.strategy,
             space=self.space,
-            dataset=self.dataset,
+            dataset=absolute_dataset(self.dataset),
             name=name,
             params=params,
             **values,

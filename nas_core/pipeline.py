@@ -60,7 +60,8 @@ def run_experiment(config: ExperimentConfig, reporter: Reporter) -> ExperimentRe
     reporter.workdir.mkdir(parents=True, exist_ok=True)
     strategy = get_strategy(cfg.strategy)
     space = get_space(cfg.space)
-    data = load_dataset(cfg.dataset, cfg.seed, cfg.val_fraction, cfg.test_fraction)
+    data = load_dataset(cfg.dataset, cfg.seed, cfg.val_fraction, cfg.test_fraction,
+                        image_size=cfg.image_size, max_train_per_class=cfg.max_train_per_class)  # fmt: skip
     reporter.log(f"data: {data.summary()}")
     reporter.log(f"strategy {strategy.label} on {space.label}; {cfg.threads} thread(s) on {device_name(device)}")
 
