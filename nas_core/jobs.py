@@ -323,7 +323,7 @@ def run_proxies(exp: dict[str, Any], reporter: DBReporter, url: str | None) -> d
     rows = repo.architecture_rows(cfg.get("architecture_ids") or [], url=url)
     total = len(rows)
     reporter.log(f"training-free proxies for {total} architecture(s); settings {settings}")
-    data_cache: dict[tuple[str, int, float, float], Any] = {}
+    data_cache: dict[tuple[Any, ...], Any] = {}
     done = skipped = 0
 
     def check() -> None:
@@ -338,9 +338,10 @@ def run_proxies(exp: dict[str, Any], reporter: DBReporter, url: str | None) -> d
             continue
         conf = row["config"]
         key = (row["dataset"], int(conf.get("seed", 0)), float(conf.get("val_fraction", 0.2)),
-               float(conf.get("test_fraction", 0.2)))  # fmt: skip
-        if key not in data_cache:
-            data_cache[key] = load_dataset(*key)
+               float(conf.get("test_fraction", 0.2)), int(conf.get("image_size", 0)),
+               int(conf.get("max_train_per_class", 0)))  # fmt: skip
+        if key not in data_cache:  # the experiment's own data, split and sized as its search saw it
+            data_cache[key] = load_dataset(*key[:4], image_size=key[4], max_train_per_class=key[5])
         data = data_cache[key]
         genotype = get_space("nb201").parse(row["genotype"])
         t0 = time.perf_counter()
