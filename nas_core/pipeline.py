@@ -21,7 +21,7 @@ from nas_core.metrics import device_name, profile_network
 from nas_core.reporting import ArchitectureRecord, Reporter
 from nas_core.spaces import get_space
 from nas_core.strategies import SearchContext, get_strategy
-from nas_core.train import train_network
+from nas_core.train import evaluate, train_network
 
 
 @dataclass
@@ -66,7 +66,7 @@ def run_experiment(config: ExperimentConfig, reporter: Reporter) -> ExperimentRe
     reporter.log(f"strategy {strategy.label} on {space.label}; {cfg.threads} thread(s) on {device_name(device)}")
 
     search_units = cfg.epochs * strategy.relative_cost
-    final_units = float(cfg.final_epochs)
+    final_units = 0.0 if strategy.trains_network else float(cfg.final_epochs)
     split = search_units / (search_units + final_units)
     ctx = SearchContext(cfg, space, data, reporter, device, progress_span=(0.0, split))
     t0 = time.perf_counter()
@@ -76,11 +76,17 @@ def run_experiment(config: ExperimentConfig, reporter: Reporter) -> ExperimentRe
     reporter.flush()
 
     seed_everything(cfg.seed)
-    net = space.build_network(
-        outcome.genotype, data.num_classes, data.input_shape, cfg.final_channels, cfg.cells_per_stage
-    )
     t1 = time.perf_counter()
-    if cfg.final_epochs > 0:
+    if outcome.network is not None:
+        net = outcome.network
+        _, accuracy = evaluate(net, data.x_test, data.y_test, channels_last=cfg.channels_last)
+        kind = "test"
+        reporter.log(f"{strategy.label} trained its network during the search: no retraining; "
+                     f"test accuracy {accuracy:.4f}")  # fmt: skip
+    elif cfg.final_epochs > 0:
+        net = space.build_network(
+            outcome.genotype, data.num_classes, data.input_shape, cfg.final_channels, cfg.cells_per_stage
+        )
         reporter.log(f"training the derived architecture from scratch for {cfg.final_epochs} epochs")
         res = train_network(
             net,
@@ -96,6 +102,9 @@ def run_experiment(config: ExperimentConfig, reporter: Reporter) -> ExperimentRe
         accuracy, kind = res["test_acc"], "test"
         reporter.log(f"final network: test accuracy {accuracy:.4f} (val {res['val_acc']:.4f})")
     else:
+        net = space.build_network(
+            outcome.genotype, data.num_classes, data.input_shape, cfg.final_channels, cfg.cells_per_stage
+        )
         accuracy, kind = outcome.accuracy, outcome.accuracy_kind
     train_seconds = time.perf_counter() - t1
 
@@ -128,7 +137,7 @@ def run_experiment(config: ExperimentConfig, reporter: Reporter) -> ExperimentRe
             latency_ms=prof["latency_ms"],
             latency_threads=prof["latency_threads"],
             latency_device=prof["latency_device"],
-            origin="final" if cfg.final_epochs > 0 else "search",
+            origin="final" if cfg.final_epochs > 0 or outcome.network is not None else "search",
             checkpoint_path=paths.get("checkpoint"),
             ntk_cond=outcome.extra.get("ntk_cond"),
             linear_regions=outcome.extra.get("linear_regions"),

@@ -47,6 +47,10 @@ class SearchOutcome:
     accuracy: float | None = None  # supernet validation accuracy, when the strategy has one
     accuracy_kind: str = "supernet-val"
     extra: dict[str, Any] = field(default_factory=dict)
+    #: A stand-alone network the search trained itself (AtomNAS shrinks while it trains): the pipeline
+    #: evaluates and exports it as is instead of training ``genotype`` from scratch. It must be the network
+    #: ``space.build_network(genotype, ...)`` builds, with trained weights, so exports rebuild it.
+    network: torch.nn.Module | None = None
 
 
 class Strategy(ABC):
@@ -59,6 +63,9 @@ class Strategy(ABC):
     params: tuple[ParamSpec, ...]
     #: cost of one search epoch relative to one epoch of training the final network (progress/ETA)
     relative_cost: float = 2.0
+    #: True when the search itself trains the final network (returns ``SearchOutcome.network``): no final
+    #: training phase follows, so progress and ETA give the search the whole run.
+    trains_network: bool = False
 
     @abstractmethod
     def search(self, ctx: SearchContext) -> SearchOutcome:
