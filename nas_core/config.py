@@ -26,7 +26,7 @@ class ParamSpec:
 
     name: str
     default: Any
-    kind: str  # "float" | "int" | "bool" | "choice"
+    kind: str  # "float" | "int" | "bool" | "choice" | "text"
     help: str = ""
     minimum: float | None = None
     maximum: float | None = None
@@ -47,6 +47,12 @@ class ParamSpec:
     def coerce(self, value: Any, where: str = "params") -> Any:
         """Convert text or JSON values to this parameter's type and check bounds."""
         fname = f"{where}.{self.name}" if where else self.name
+        if self.kind == "text":
+            if value is None:
+                return ""
+            if not isinstance(value, str):
+                raise ConfigError(fname, f"must be text (got {value!r})")
+            return value.strip()
         try:
             if self.kind == "bool":
                 if isinstance(value, str):

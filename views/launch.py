@@ -31,6 +31,8 @@ def param_widget(spec: ParamSpec, key: str) -> Any:
     label, help_text = spec.name.replace("_", " "), (spec.help + _bounds(spec)).strip()
     if spec.kind == "bool":
         return st.checkbox(label, value=bool(spec.default), help=help_text, key=key)
+    if spec.kind == "text":
+        return st.text_input(label, value=str(spec.default), help=help_text, key=key)
     if spec.kind == "choice":
         return st.selectbox(label, spec.choices, index=spec.choices.index(spec.default), help=help_text, key=key)
     if spec.kind == "int":

@@ -683,7 +683,7 @@ def genotype_dot(genotype: MobileNetGenotype, input_shape: Sequence[int] | None 
 
 
 class MobileNetSpace(SearchSpace):
-    """MobileNetV2-style blocks for AtomNAS and ProxylessNAS; no strategy lists it until those arrive."""
+    """MobileNetV2-style blocks, searched by AtomNAS (atomic channels) and ProxylessNAS (one MBConv per block)."""
 
     name = "mobilenet"
     label = "MobileNetV2-style blocks"
@@ -692,7 +692,7 @@ class MobileNetSpace(SearchSpace):
     edges = PRESETS["imagenet-search"].block_names()
     cell_types = ("blocks",)
     param_free_ops = PARAM_FREE
-    supernet_styles = ("atomnas",)
+    supernet_styles = ("atomnas", "proxylessnas")
 
     def parse(self, text: str) -> MobileNetGenotype:
         return parse_genotype(text)
@@ -755,18 +755,22 @@ class MobileNetSpace(SearchSpace):
     ) -> nn.Module:
         """``style="atomnas"``: every searchable block with all kernel sizes at full expansion, one atom per
         hidden channel (``preset``, ``width``, ``kernels``=(3, 5, 7), ``expansion``=6 as options; the preset
-        defaults to the search table for the input shape). ProxylessNAS's mixed-op supernet comes with its
-        strategy. ``channels``/``cells_per_stage`` are ignored as in :meth:`build_network`."""
+        defaults to the search table for the input shape). ``style="proxylessnas"``: ProxylessNAS's binarised
+        mixed edges, {3,5,7}x{e3,e6} (+ zero where the block keeps its shape) per searchable block (``preset``,
+        ``width``, ``dropout``=0 as options; see :mod:`nas_core.spaces.mobilenet_proxyless`).
+        ``channels``/``cells_per_stage`` are ignored as in :meth:`build_network`."""
         style = options.get("style")
         if style == "proxylessnas":
-            raise NotImplementedError(
-                "the ProxylessNAS supernet (binary-gated mixed ops) comes with the ProxylessNAS strategy; "
-                "not available yet"
+            from nas_core.spaces.mobilenet_proxyless import build_proxyless_supernet
+
+            preset = options.get("preset") or _SEARCH_PRESET[preset_for_shape(input_shape)]
+            return build_proxyless_supernet(
+                num_classes, input_shape, preset, options.get("width"), float(options.get("dropout", 0.0))
             )
         if style != "atomnas":
             raise NotImplementedError(
-                f"mobilenet supernet style {style!r}: pass style='atomnas' (AtomNAS's atomic blocks); the "
-                "ProxylessNAS strategy will add style='proxylessnas'. No current strategy searches this space."
+                f"mobilenet supernet style {style!r}: pass style='atomnas' (AtomNAS's atomic blocks) or "
+                "style='proxylessnas' (ProxylessNAS's binarised mixed edges)."
             )
         preset = options.get("preset") or _SEARCH_PRESET[preset_for_shape(input_shape)]
         cfg = get_preset(preset)
