@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from nas_core.strategies.atomnas import ATOMNAS
 from nas_core.strategies.base import SearchContext, SearchOutcome, Strategy
 from nas_core.strategies.darts import DARTS_V1, DARTS_V2, SINGLE_DARTS
 from nas_core.strategies.proxyless import PROXYLESS
 from nas_core.strategies.tenas import TENAS
 
-STRATEGIES: dict[str, Strategy] = {s.name: s for s in (DARTS_V1, DARTS_V2, SINGLE_DARTS, TENAS, PROXYLESS)}
+STRATEGIES: dict[str, Strategy] = {s.name: s for s in (DARTS_V1, DARTS_V2, SINGLE_DARTS, TENAS, PROXYLESS, ATOMNAS)}
 
 
 def get_strategy(name: str) -> Strategy:
