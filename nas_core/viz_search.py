@@ -84,6 +84,21 @@ def prune_table(events_df: pd.DataFrame) -> pd.DataFrame:
     return df[PRUNE_COLUMNS].reset_index(drop=True)
 
 
+def event_table(events_df: pd.DataFrame, kind: str) -> pd.DataFrame:
+    """Records of one kind as a flat table (nested dicts become ``outer.inner`` columns), with their step."""
+    if events_df is None or events_df.empty:
+        return pd.DataFrame()
+    part = events_df[events_df["kind"] == kind]
+    if part.empty:
+        return pd.DataFrame()
+    flat = pd.json_normalize([d if isinstance(d, dict) else {} for d in part["data"]])
+    for col in flat.columns:  # lists (vanished blocks ...) read better as text in a table cell
+        if flat[col].map(lambda v: isinstance(v, list)).any():
+            flat[col] = flat[col].map(lambda v: ", ".join(map(str, v)) if isinstance(v, list) else v)
+    flat.insert(0, "step", part["step"].to_numpy())
+    return flat.reset_index(drop=True)
+
+
 def _edge_nodes(edge: str) -> tuple[str, str] | None:
     m = re.fullmatch(r"\s*(\w+)\s*<-\s*(\w+)\s*", str(edge))
     return (m.group(1), m.group(2)) if m else None

@@ -90,3 +90,33 @@ def test_compare_queues_proxies_and_plots_them_against_accuracy(tenas_run: int) 
     corr = _frame_with(at, "kendall_tau")
     assert list(corr["n"]) == [2, 2] and corr["kendall_tau"].abs().max() == pytest.approx(1.0)
     assert not any("have no proxies yet" in m.value for m in at.markdown)
+
+
+ATOMNAS = {"strategy": "atomnas", "space": "mobilenet", "dataset": "digits", "epochs": 2, "final_epochs": 0,
+           "batch_size": 128, "threads": 1, "max_train_per_class": 40, "params": {"target_macs": 0.6}}  # fmt: skip
+PROXYLESS = {"strategy": "proxylessnas", "space": "mobilenet", "dataset": "digits", "epochs": 2, "final_epochs": 1,
+             "batch_size": 32, "threads": 1, "max_train_per_class": 20,
+             "params": {"lut_repeats": 3, "lut_warmup": 1, "arch_every": 2, "target_latency_ms": 1.0}}  # fmt: skip
+
+
+def test_monitor_shows_atomnas_shrinks_and_proxylessnas_latency_table(db: str, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("NAS_RUNS_DIR", str(tmp_path / "runs"))  # where the latency table is stored
+    atom = repo.create_experiment(ATOMNAS, name="atomnas-pages")
+    proxy = repo.create_experiment(PROXYLESS, name="proxyless-pages")
+    for exp_id in (atom, proxy):
+        assert run_job(exp_id, heartbeat=False)["status"] == "succeeded", repo.get_experiment(exp_id)["traceback"]
+
+    at = _page("views/monitor.py", id=str(atom))
+    _clean(at)
+    subheaders = [s.value for s in at.subheader]
+    assert "Shrinks" in subheaders and "Search signals" in subheaders
+    shrinks = _frame_with(at, "removed_total")
+    assert (shrinks["removed_total"] > 0).all() and (shrinks["macs_after"] < shrinks["macs_before"]).all()
+    assert at.get("graphviz_chart")  # the network block by block
+
+    at = _page("views/monitor.py", id=str(proxy))
+    _clean(at)
+    (expander,) = [e for e in at.expander if e.label.startswith("Latency lookup table")]
+    table = _frame_with(at, "latency_ms")
+    assert {"block", "op"} <= set(table.columns) and (table["latency_ms"] >= 0).all()
+    assert "Alpha evolution" in [s.value for s in at.subheader]

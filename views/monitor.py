@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -9,6 +11,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from nas_core import viz, viz_search
+from nas_core.latency_lut import LatencyLUT, lut_frame
 from nas_core.spaces import get_space
 from storage import repo
 from views.common import (
@@ -134,6 +137,36 @@ def _pruning(exp_id: int, alphas: pd.DataFrame) -> None:
         st.graphviz_chart(viz_search.supernet_dot(alphas, at, cell))
 
 
+def _shrinks(exp_id: int) -> None:
+    """AtomNAS: what each shrink removed (atoms per block and kernel) and the MACs before and after."""
+    table = viz_search.event_table(repo.events_df(exp_id, "shrink"), "shrink")
+    if table.empty:
+        return
+    st.subheader("Shrinks")
+    st.dataframe(table, hide_index=True, key="shrink_table")
+
+
+def _latency_lut(exp_id: int) -> None:
+    """ProxylessNAS: the per-block latency lookup table this run used (measured on this machine)."""
+    events = repo.events_df(exp_id, "latency_lut")
+    if events.empty:
+        return
+    info = events["data"].iloc[-1]
+    path = Path(str(info.get("path", "")))
+    how = "reused" if info.get("reused") else f"built in {float(info.get('build_seconds') or 0):.1f} s"
+    with st.expander(f"Latency lookup table ({how}; {info.get('threads')} thread(s), {info.get('device')})"):
+        if not path.is_file():
+            st.caption(f"The table file {path} is no longer there.")
+            return
+        try:
+            lut = LatencyLUT.from_json(json.loads(path.read_text()), path)
+        except (OSError, ValueError, KeyError) as exc:
+            show_error(f"Cannot read the latency table {path}", exc)
+            return
+        st.caption(f"{path} · fixed layers (stem, first block, head, classifier) {lut.fixed_ms:.3f} ms")
+        st.dataframe(lut_frame(lut), hide_index=True, key="lut_table")
+
+
 def _cell(exp_id: int, exp: dict[str, Any], space: Any) -> None:
     st.subheader("Derived cell")
     genotype = _current_genotype(exp_id, exp)
@@ -186,6 +219,8 @@ def live(exp_id: int, was_live: bool) -> None:
     _alphas(exp_id, space)
     _signals(exp_id)
     _pruning(exp_id, repo.alphas_df(exp_id))
+    _shrinks(exp_id)
+    _latency_lut(exp_id)
     left, right = st.columns([2, 3])
     with left:
         _cell(exp_id, exp, space)
