@@ -317,16 +317,38 @@ def _space_and_genotype(space_name: str, text: str) -> tuple[Any, Any]:
         raise UsageError(f"--genotype: {exc}") from None
 
 
+#: (channels, cells_per_stage) a space's stand-alone network is profiled at when not told:
+#: the benchmark's for nb201, the paper's CIFAR evaluation network (C=36, 20 layers) for darts.
+PROFILE_DEFAULTS: dict[str, tuple[int, int]] = {"nb201": (16, 5), "darts": (36, 6)}
+
+
+def _network_options(sp: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """--layers / --auxiliary for spaces whose networks take them; refused by name elsewhere."""
+    from nas_core.train import network_options
+
+    layers = getattr(args, "layers", None)
+    if layers is not None and layers < 1:
+        raise UsageError("--layers: must be >= 1")
+    try:
+        return network_options(sp, layers=layers, auxiliary=getattr(args, "auxiliary", False))
+    except ConfigError as exc:
+        raise UsageError(f"--{exc.field}: {exc.message}") from None
+
+
 def cmd_profile(args: argparse.Namespace) -> int:
     from nas_core.metrics import profile_network
 
+    sp, g = _space_and_genotype(args.space, args.genotype)
+    d_channels, d_cells = PROFILE_DEFAULTS.get(sp.name, (16, 5))
+    args.channels = d_channels if args.channels is None else args.channels
+    args.cells_per_stage = d_cells if args.cells_per_stage is None else args.cells_per_stage
     for name in ("channels", "cells_per_stage", "classes", "threads"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')}: must be >= 1")
     shape = _parse_shape(args.input)
-    sp, g = _space_and_genotype(args.space, args.genotype)
-    model = sp.build_network(g, args.classes, shape, args.channels, args.cells_per_stage)
-    prof = profile_network(model, shape, threads=args.threads)
+    options = _network_options(sp, args)
+    model = sp.build_network(g, args.classes, shape, args.channels, args.cells_per_stage, **options)
+    prof = profile_network(model, shape, threads=args.threads)  # eval mode: an auxiliary head is not run
     out = {
         "space": sp.name,
         "genotype": sp.format(g),
@@ -334,6 +356,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         "classes": args.classes,
         "channels": args.channels,
         "cells_per_stage": args.cells_per_stage,
+        **dict(getattr(model, "build_options", {})),
         **prof,
     }
     if args.json:
@@ -363,8 +386,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UsageError("--threads: must be >= 1")
     if not (args.lr > 0 and math.isfinite(args.lr)):
         raise UsageError("--lr: must be a positive number")
+    if args.cutout < 0:
+        raise UsageError("--cutout: must be >= 0 pixels")
+    if not 0.0 <= args.drop_path < 1.0:
+        raise UsageError("--drop-path: must be in [0, 1)")
     check_dataset(args.dataset)
     sp, g = _space_and_genotype(args.space, args.genotype)
+    options = _network_options(sp, args)
+    if sp.name == "nb201":
+        for flag, value in (("--cutout", args.cutout), ("--drop-path", args.drop_path)):
+            if value:
+                raise UsageError(f"{flag}: not for the nb201 space (its benchmark recipe has no {flag[2:]})")
     reporter = MemoryReporter(workdir=runs_dir() / "train", echo=False)
     res = train_genotype(
         sp.name,
@@ -378,6 +410,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         reporter=reporter,
         threads=args.threads,
+        drop_path=args.drop_path,
+        cutout=args.cutout,
+        **options,
     )
     if not args.json:
         for phase, epoch, m in reporter.epochs:
@@ -530,13 +565,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_strategies)
 
+    def darts_network_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--layers", type=int, default=None, help="darts: number of cells (default 3 x cells-per-stage + 2)"
+        )
+        p.add_argument(
+            "--auxiliary", action="store_true", help="darts: auxiliary head after cell 2*layers//3 (inputs >= 29x29)"
+        )
+
     p = sub.add_parser("profile", help="params, MACs and latency of one architecture, without training")
     p.add_argument("--space", default="nb201")
-    p.add_argument("--genotype", required=True, help="genotype string, e.g. NB201 '|nor_conv_3x3~0|+...'")
-    p.add_argument("--channels", type=int, default=16, help="initial channels C (NB201 benchmark: 16)")
     p.add_argument(
-        "--cells-per-stage", dest="cells_per_stage", type=int, default=5, help="cells per stage N (NB201 benchmark: 5)"
+        "--genotype",
+        required=True,
+        help="genotype: NB201 '|nor_conv_3x3~0|+...'; darts: a preset (DARTS_V2, ...), Genotype(...) text or JSON",
     )
+    p.add_argument("--channels", type=int, default=None, help="initial channels C (default: nb201 16, darts 36)")
+    p.add_argument(
+        "--cells-per-stage",
+        dest="cells_per_stage",
+        type=int,
+        default=None,
+        help="cells per stage N (default: nb201 5, darts 6 = 20 layers)",
+    )
+    darts_network_flags(p)
     p.add_argument("--input", default="3x32x32", help="input shape CxHxW")
     p.add_argument("--classes", type=int, default=10)
     p.add_argument("--threads", type=int, default=1, help="threads for the latency measurement")
@@ -554,6 +606,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--batch-size", dest="batch_size", type=int, default=64)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    darts_network_flags(p)
+    p.add_argument("--cutout", type=int, default=0, metavar="N", help="darts: cutout of N pixels (DARTS: 16; 0 = off)")
+    p.add_argument(
+        "--drop-path",
+        dest="drop_path",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="darts: drop-path probability, ramped linearly over the epochs (DARTS: 0.2)",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_train)
 

@@ -238,7 +238,7 @@ class ExperimentConfig:
             )
         params = {name: spec.coerce(self.params.get(name, spec.default)) for name, spec in specs.items()}
         name = str(self.name or "").strip()[:200]
-        return ExperimentConfig(
+        cfg = ExperimentConfig(
             strategy=self.strategy,
             space=self.space,
             dataset=absolute_dataset(self.dataset),
@@ -246,6 +246,8 @@ class ExperimentConfig:
             params=params,
             **values,
         )
+        strat.validate(cfg)
+        return cfg
 
 
 def apply_overrides(cfg: dict[str, Any], assignments: list[str]) -> dict[str, Any]:

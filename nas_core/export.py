@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from nas_core.export_onnx import OnnxExportError, export_onnx
 from nas_core.spaces import get_space
 
 CHECKPOINT_FORMAT = 1
@@ -49,17 +51,24 @@ def genotype_document(space_name: str, genotype: str, network: dict[str, Any]) -
     return doc
 
 
+#: network options beyond the four sizes, saved in ``network`` by spaces whose networks have them
+#: (the DARTS network's ``build_options``: number of cells, auxiliary head)
+NETWORK_OPTIONS: dict[str, type] = {"layers": int, "auxiliary": bool}
+
+
 def build_from_document(doc: dict[str, Any]) -> nn.Module:
     """Rebuild an untrained network from a genotype JSON document written by :func:`genotype_document`."""
     sp = get_space(doc.get("space", ""))
     g = sp.from_json(doc)
     net = doc.get("network") or {}
+    options = {k: cast(net[k]) for k, cast in NETWORK_OPTIONS.items() if net.get(k) is not None}
     return sp.build_network(
         g,
         int(net.get("num_classes", 10)),
         tuple(net.get("input_shape", (3, 32, 32))),
         int(net.get("channels", 16)),
         int(net.get("cells_per_stage", 5)),
+        **options,
     )
 
 
@@ -105,8 +114,13 @@ def export_all(
     num_classes: int | None = None,
     channels: int | None = None,
     cells_per_stage: int | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> dict[str, str]:
-    """Write genotype JSON, checkpoint and TorchScript under ``out_dir``; return kind -> path."""
+    """Write genotype JSON, checkpoint, TorchScript and ONNX under ``out_dir``; return kind -> path.
+
+    Each file is reloaded and its outputs compared before it is listed. An ONNX failure (an op the
+    exporter does not support) leaves ONNX out and says why through ``log``; the others must succeed.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = model.cpu().to(memory_format=torch.contiguous_format).eval()
@@ -114,7 +128,9 @@ def export_all(
         num_classes = next(m for m in reversed(list(model.modules())) if isinstance(m, nn.Linear)).out_features
     if channels is None or cells_per_stage is None:
         raise ValueError("channels and cells_per_stage are needed to rebuild the network")
-    doc = genotype_document(space_name, genotype, network_spec(num_classes, input_shape, channels, cells_per_stage))
+    spec = network_spec(num_classes, input_shape, channels, cells_per_stage)
+    spec.update(getattr(model, "build_options", {}))  # e.g. DARTS layers / auxiliary
+    doc = genotype_document(space_name, genotype, spec)
     x = torch.randn(4, *input_shape, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         ref = model(x)
@@ -142,4 +158,10 @@ def export_all(
     with torch.no_grad():
         _check_close(ref, loaded(x), "TorchScript")
     paths["torchscript"] = str(tpath)
+
+    try:
+        paths["onnx"] = str(export_onnx(model, input_shape, out / "model.onnx"))
+    except OnnxExportError as exc:
+        if log is not None:
+            log(f"no ONNX file: {exc}")
     return paths

@@ -19,8 +19,18 @@ from torch import nn
 
 
 def count_params(model: nn.Module) -> int:
-    """All learnable parameters (auxiliary heads, where a space has them, excluded by the caller)."""
-    return int(sum(p.numel() for p in model.parameters() if p.requires_grad))
+    """All learnable parameters except an auxiliary head's, as the DARTS reference counts them.
+
+    Parameters under a module whose name starts with ``auxiliary`` (the DARTS ``auxiliary_head``) are
+    training-only and excluded; networks without one (NB201) count every learnable parameter.
+    """
+    return int(
+        sum(
+            p.numel()
+            for name, p in model.named_parameters()
+            if p.requires_grad and not any(part.startswith("auxiliary") for part in name.split(".")[:-1])
+        )
+    )
 
 
 def _conv_macs(m: nn.Conv2d, x: tuple[torch.Tensor], y: torch.Tensor) -> None:

@@ -123,6 +123,7 @@ def run_experiment(config: ExperimentConfig, reporter: Reporter) -> ExperimentRe
         num_classes=data.num_classes,
         channels=cfg.final_channels,
         cells_per_stage=cfg.cells_per_stage,
+        log=lambda msg: reporter.log(msg, "warning"),
     )
     for kind_name, path in paths.items():
         reporter.artifact(kind_name, path, sha256(path))

@@ -3,6 +3,13 @@
 Final training follows NAS-Bench-201's recipe scaled to the run's epochs: SGD with Nesterov momentum
 0.9, weight decay 5e-4, cosine learning rate to 0, cross-entropy; accuracy is measured on the
 held-out test split, never seen by the search.
+
+Options for the DARTS-style evaluation recipe (all off by default, so NB201 training is unchanged):
+an auxiliary head's loss added with ``auxiliary_weight`` (0.4, DARTS) when the network returns
+``(logits, aux_logits)`` in training mode; drop path with the probability ramped linearly per epoch
+(``drop_path * epoch / epochs``, DARTS ``cnn/train.py``) through the network's ``drop_path_prob``;
+``random_crop_flip`` on training batches when the data set asks for augmentation (``augment=True``),
+then ``cutout`` (length in pixels) after it, both from nas_core/augment.py.
 """
 
 from __future__ import annotations
@@ -15,6 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nas_core.augment import cutout as cutout_batch
+from nas_core.augment import random_crop_flip
+from nas_core.config import ConfigError
 from nas_core.data import Dataset, batches, load_dataset
 from nas_core.reporting import Cancelled, MemoryReporter, Reporter
 
@@ -72,12 +82,30 @@ def train_network(
     seed: int = 0,
     channels_last: bool = True,
     progress_span: tuple[float, float] = (0.0, 1.0),
+    auxiliary_weight: float = 0.4,
+    drop_path: float = 0.0,
+    cutout: int = 0,
 ) -> dict[str, float]:
-    """Train from scratch, report every epoch, return final validation and test loss/accuracy."""
+    """Train from scratch, report every epoch, return final validation and test loss/accuracy.
+
+    ``auxiliary_weight`` applies only to networks that return ``(logits, aux_logits)`` in training
+    mode; ``drop_path`` (max probability) needs a network with a ``drop_path_prob`` attribute;
+    ``cutout`` > 0 cuts one hole of that side per training image.
+    """
+    if not 0.0 <= drop_path < 1.0:
+        raise ConfigError("drop_path", f"must be in [0, 1), got {drop_path}")
+    if drop_path > 0 and not hasattr(model, "drop_path_prob"):
+        raise ConfigError("drop_path", f"{type(model).__name__} has no drop path (the DARTS space has)")
+    if cutout < 0:
+        raise ConfigError("cutout", f"must be >= 0 pixels, got {cutout}")
+    if auxiliary_weight < 0:
+        raise ConfigError("auxiliary_weight", f"must be >= 0, got {auxiliary_weight}")
+    augment = bool(getattr(data, "augment", False))
     model = prepare_model(model, channels_last)
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay, nesterov=True)
     gen = torch.Generator().manual_seed(seed + 7)
+    aug_gen = torch.Generator().manual_seed(seed + 11)  # its own stream: the batch order stays as without it
     steps_per_epoch = max(1, math.ceil(len(data.y_train) / batch_size))
     total = epochs * steps_per_epoch
     step = 0
@@ -85,12 +113,23 @@ def train_network(
     for epoch in range(epochs):
         t0 = time.perf_counter()
         seen, loss_sum, correct = 0, 0.0, 0
+        if drop_path > 0:
+            model.drop_path_prob = drop_path * epoch / epochs
         for xb, yb in batches(data.x_train, data.y_train, batch_size, gen):
             if reporter.should_stop():
                 raise Cancelled("cancel requested")
             set_lr(opt, cosine_lr(lr, 0.0, step, total))
-            logits = model(fmt(xb, channels_last))
-            loss = F.cross_entropy(logits, yb)
+            if augment:
+                xb = random_crop_flip(xb, aug_gen)
+            if cutout > 0:
+                xb = cutout_batch(xb, aug_gen, cutout)
+            out = model(fmt(xb, channels_last))
+            if isinstance(out, tuple):  # (logits, aux_logits): a DARTS network with its auxiliary head
+                logits, aux_logits = out
+                loss = F.cross_entropy(logits, yb) + auxiliary_weight * F.cross_entropy(aux_logits, yb)
+            else:
+                logits = out
+                loss = F.cross_entropy(logits, yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if grad_clip > 0:
@@ -111,6 +150,7 @@ def train_network(
                 "val_acc": val_acc,
                 "lr": opt.param_groups[0]["lr"],
                 "seconds": time.perf_counter() - t0,
+                **({"drop_path_prob": float(model.drop_path_prob)} if drop_path > 0 else {}),
             },
         )
         reporter.progress(lo + (hi - lo) * (epoch + 1) / epochs, "train", epoch + 1, epochs)
@@ -132,8 +172,18 @@ def train_genotype(
     batch_size: int = 64,
     reporter: Reporter | None = None,
     threads: int | None = None,
+    *,
+    layers: int | None = None,
+    auxiliary: bool = False,
+    auxiliary_weight: float = 0.4,
+    drop_path: float = 0.0,
+    cutout: int = 0,
 ) -> dict[str, Any]:
-    """Train one architecture from scratch on a data set; the CLI's ``train`` and notebooks use it."""
+    """Train one architecture from scratch on a data set; the CLI's ``train`` and notebooks use it.
+
+    ``layers`` and ``auxiliary`` are network options of spaces that have them (DARTS); a space
+    without them refuses them with a ConfigError naming the option.
+    """
     from nas_core.metrics import profile_network
     from nas_core.spaces import get_space
 
@@ -142,11 +192,23 @@ def train_genotype(
     torch.manual_seed(seed)
     sp = get_space(space)
     g = sp.coerce(genotype)
+    options = network_options(sp, layers=layers, auxiliary=auxiliary)
     data = load_dataset(dataset, seed)
-    model = sp.build_network(g, data.num_classes, data.input_shape, channels, cells_per_stage)
+    model = sp.build_network(g, data.num_classes, data.input_shape, channels, cells_per_stage, **options)
     rep = reporter or MemoryReporter()
     t0 = time.perf_counter()
-    res = train_network(model, data, epochs, rep, lr=lr, batch_size=batch_size, seed=seed)
+    res = train_network(
+        model,
+        data,
+        epochs,
+        rep,
+        lr=lr,
+        batch_size=batch_size,
+        seed=seed,
+        auxiliary_weight=auxiliary_weight,
+        drop_path=drop_path,
+        cutout=cutout,
+    )
     out: dict[str, Any] = {
         "space": space,
         "genotype": sp.format(g),
@@ -155,6 +217,29 @@ def train_genotype(
         "accuracy_kind": "test",
         "val_accuracy": res["val_acc"],
         "train_seconds": time.perf_counter() - t0,
+        **options,
     }
+    if drop_path > 0:
+        out["drop_path"] = drop_path
+    if cutout > 0:
+        out["cutout"] = cutout
     out.update(profile_network(model, data.input_shape))
+    return out
+
+
+def network_options(space: Any, **requested: Any) -> dict[str, Any]:
+    """The requested build options (``None``/``False`` = not requested) the space's ``build_network`` takes.
+
+    A requested option the space does not know raises ConfigError naming it, e.g. ``layers`` for nb201.
+    """
+    import inspect
+
+    accepted = inspect.signature(space.build_network).parameters
+    out: dict[str, Any] = {}
+    for name, value in requested.items():
+        if value is None or value is False:
+            continue
+        if name not in accepted:
+            raise ConfigError(name, f"the {space.name} space has no {name!r} option")
+        out[name] = value
     return out

@@ -688,3 +688,57 @@ def architectures_table(arch_df: pd.DataFrame) -> pd.DataFrame:
             "genotype": arch_df["genotype"],
         }
     ).reset_index(drop=True)
+
+
+def node_top2(alphas_df: pd.DataFrame, step: int | None, cell: str | None, space: Any) -> go.Figure:
+    """Per intermediate node, each incoming edge's best non-``none`` weight; the top-2 kept edges highlighted.
+
+    The DARTS derivation rule made visible: a node keeps the 2 incoming edges whose strongest non-``none``
+    op weighs most (bar text names that op). ``step`` picks the latest recorded step at or before it
+    (None = the last); ``cell`` the cell type (None = the first). Edges are named ``"node<-input"``.
+    """
+    title = "Per-node incoming edges (top 2 kept)"
+    wide = alpha_matrix(alphas_df, cell, getattr(space, "ops", None))
+    if wide.empty:
+        return _empty_figure("No architecture weights recorded yet", title)
+    steps = wide.index.to_numpy()
+    at = steps[-1] if step is None else steps[max(0, int(np.searchsorted(steps, step, side="right")) - 1)]
+    row = wide.loc[at]
+    ops = [o for o in dict.fromkeys(o for _, o in wide.columns) if o != "none"]
+    nodes: dict[str, list[tuple[str, str, float]]] = {}
+    for edge in dict.fromkeys(e for e, _ in wide.columns):
+        vals = [(o, float(row.get((edge, o), np.nan))) for o in ops]
+        vals = [(o, v) for o, v in vals if not math.isnan(v)]
+        if not vals:
+            continue
+        best_op, best = max(vals, key=lambda t: t[1])
+        nodes.setdefault(str(edge).split("<-")[0], []).append((str(edge), best_op, best))
+    if not nodes:
+        return _empty_figure("No non-none op weights recorded", title)
+    names = sorted(nodes, key=_natural_key)
+    fig = make_subplots(rows=1, cols=len(names), subplot_titles=[f"node {n}" for n in names], shared_yaxes=True)
+    for col, node in enumerate(names, start=1):
+        edges = nodes[node]
+        ranked = sorted(range(len(edges)), key=lambda i: -edges[i][2])  # stable: ties keep edge order
+        kept = set(ranked[:2])
+        fig.add_trace(
+            go.Bar(
+                x=[e for e, _, _ in edges],
+                y=[v for _, _, v in edges],
+                text=[op for _, op, _ in edges],
+                textposition="auto",
+                marker={
+                    "color": ["#1f77b4" if i in kept else "#c7c7c7" for i in range(len(edges))],
+                    "line": {"color": ["#0b3d66" if i in kept else "#c7c7c7" for i in range(len(edges))], "width": 1},
+                },
+                customdata=["kept" if i in kept else "dropped" for i in range(len(edges))],
+                hovertemplate="edge %{x}<br>best op %{text}<br>weight %{y:.3f}<br>%{customdata}<extra></extra>",
+                showlegend=False,
+            ),
+            row=1,
+            col=col,
+        )
+    label = f" ({cell})" if cell else ""
+    fig.update_layout(title=f"{title}{label}, step {int(at)}", height=320, margin={"t": 70, "l": 10, "r": 10, "b": 10})
+    fig.update_yaxes(title_text="best non-none weight", row=1, col=1)
+    return fig

@@ -97,11 +97,11 @@ def test_compare_draws_three_pareto_views(seeded_env: SeededRun) -> None:
     assert _count(at, "plotly_chart") == 3
 
 
-def test_export_offers_all_three_files(seeded_env: SeededRun) -> None:
+def test_export_offers_all_four_files(seeded_env: SeededRun) -> None:
     arch = repo.architectures_df([seeded_env.result["experiment_id"]]).iloc[0]
     at = _app("views/export.py", arch=str(arch["id"]))
     _assert_clean(at)
-    assert _count(at, "download_button") == 3
+    assert _count(at, "download_button") == 4  # genotype JSON, checkpoint, TorchScript, ONNX
     assert not [b for b in at.button if b.disabled]
 
 
@@ -112,11 +112,11 @@ def test_export_recreates_a_missing_file_from_the_checkpoint(seeded_env: SeededR
     torchscript.unlink()
     at = _app("views/export.py", arch=str(arch["id"]))
     _assert_clean(at)
-    assert _count(at, "download_button") == 2
+    assert _count(at, "download_button") == 3
     create = next(b for b in at.button if b.label.startswith("Create the missing exports"))
     create.click().run()
     _assert_clean(at)
-    assert _count(at, "download_button") == 3
+    assert _count(at, "download_button") == 4
     artifacts = repo.artifacts_df(int(arch["experiment_id"]))
     recreated = Path(artifacts.loc[artifacts["kind"] == "torchscript", "path"].iloc[-1])
     assert recreated.is_file() and recreated.parent.name == "regenerated"

@@ -1,4 +1,4 @@
-"""Export: download an architecture as genotype JSON, PyTorch checkpoint and TorchScript.
+"""Export: download an architecture as genotype JSON, PyTorch checkpoint, TorchScript and ONNX.
 
 The files are written (and checked by reloading) by nas_core.export in the worker; when one is missing
 but the trained checkpoint exists, this page recreates it with the same function.
@@ -22,6 +22,7 @@ KINDS = {
     "genotype_json": ("Genotype JSON", "genotype.json", "application/json"),
     "checkpoint": ("PyTorch checkpoint", "model.pt", "application/octet-stream"),
     "torchscript": ("TorchScript", "model.torchscript.pt", "application/octet-stream"),
+    "onnx": ("ONNX", "model.onnx", "application/octet-stream"),
 }
 REGENERATED = "regenerated"  # sub-folder of the checkpoint's folder for exports recreated here
 REBUILD = """\
@@ -33,6 +34,10 @@ from nas_core.export import build_from_document, load_checkpoint
 model, doc = load_checkpoint("{ckpt}")  # the trained network (torch.load with weights_only=True)
 fresh = build_from_document(json.load(open("{json}")))  # the same architecture, untrained
 scripted = torch.jit.load("{ts}")  # TorchScript needs only torch
+
+import onnxruntime  # ONNX needs neither torch nor this project; the batch axis is dynamic
+session = onnxruntime.InferenceSession("{onnx}")
+logits = session.run(None, {{"input": images_as_float32_numpy}})[0]
 """
 
 
@@ -58,14 +63,18 @@ def recreate(arch: dict[str, Any], missing: list[str]) -> None:
     from nas_core.export import export_all, load_checkpoint, sha256
 
     ckpt = Path(arch["checkpoint_path"])
+    problems: list[str] = []
     model, doc = load_checkpoint(ckpt)
     net = doc["network"]
     paths = export_all(
         model, arch["space"], arch["genotype"], doc.get("config"), tuple(net["input_shape"]), ckpt.parent / REGENERATED,
         num_classes=net["num_classes"], channels=net["channels"], cells_per_stage=net["cells_per_stage"],
+        log=problems.append,
     )  # fmt: skip
     rows = [{"kind": k, "path": p, "checksum": sha256(p)} for k, p in paths.items() if k in missing]
     repo.write_batch(int(arch["experiment_id"]), artifacts=rows)
+    if problems and "onnx" in missing:  # what could not be made is said, the rest is kept
+        raise RuntimeError("; ".join(problems))
 
 
 def _label(arch: dict[str, Any]) -> str:
@@ -128,7 +137,8 @@ def _downloads(arch: dict[str, Any], space: Any) -> None:
     if files:
         with st.expander("Rebuild the model in Python"):
             st.code(REBUILD.format(ckpt=prefix + "model.pt", json=prefix + "genotype.json",
-                                   ts=prefix + "model.torchscript.pt"), language="python")  # fmt: skip
+                                   ts=prefix + "model.torchscript.pt", onnx=prefix + "model.onnx"),
+                    language="python")  # fmt: skip
 
 
 @guarded

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from nas_core.spaces.base import GenotypeError, SearchSpace
+from nas_core.spaces.darts import DartsSpace
 from nas_core.spaces.mobilenet import MobileNetSpace
 from nas_core.spaces.nb201 import NB201Space
 
-SPACES: dict[str, SearchSpace] = {"nb201": NB201Space(), "mobilenet": MobileNetSpace()}
+SPACES: dict[str, SearchSpace] = {"nb201": NB201Space(), "mobilenet": MobileNetSpace(), "darts": DartsSpace()}
 
 
 def get_space(name: str) -> SearchSpace:

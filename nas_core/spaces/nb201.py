@@ -260,7 +260,20 @@ def _bn(x: torch.Tensor) -> torch.Tensor:
     return F.batch_norm(x, None, None, training=True, eps=1e-5)
 
 
-_I_SKIP, _I_C1, _I_C3, _I_POOL = OPS.index("skip_connect"), OPS.index("nor_conv_1x1"), OPS.index("nor_conv_3x3"), 4
+_I_NONE, _I_SKIP, _I_C1, _I_C3, _I_POOL = range(len(OPS))  # positions in OPS
+
+#: Supernet modes: DARTS mixed edges, GDAS hard Gumbel samples, PC-DARTS partial channels + edge betas.
+SUPERNET_MODES: tuple[str, ...] = ("darts", "gdas", "pcdarts")
+#: Edge indices (into EDGES) entering each intermediate node 1..3: the groups edge betas normalise over.
+NODE_EDGE_SLICES: tuple[slice, ...] = (slice(0, 1), slice(1, 3), slice(3, 6))
+
+
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """PC-DARTS channel shuffle: view channels as (groups, C/groups), swap the two axes, flatten."""
+    if groups == 1:
+        return x
+    n, c, h, w = x.shape
+    return x.reshape(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
 
 
 class SearchCell(nn.Module):
@@ -270,13 +283,17 @@ class SearchCell(nn.Module):
     own, as the reference does; ``fused`` (the default) evaluates, per source node, one shared ReLU,
     one pooling, and one convolution per kernel size whose output channels hold every outgoing edge.
     The ``none`` op contributes w*0 = 0 and is skipped (its alpha still gets gradient via softmax).
+    With ``partial_k`` > 1 (PC-DARTS) the edge ops are built for C/K channels: see :meth:`forward_pcdarts`.
     """
 
-    def __init__(self, c: int, fused: bool = True) -> None:
+    def __init__(self, c: int, fused: bool = True, partial_k: int = 1) -> None:
         super().__init__()
+        if partial_k < 1 or c % partial_k:
+            raise ValueError(f"partial_k={partial_k} must be >= 1 and divide the cell's {c} channels")
         self.c = c
+        self.k = partial_k
         self.fused = fused
-        self.edges = nn.ModuleList(SearchEdge(c) for _ in EDGE_PAIRS)
+        self.edges = nn.ModuleList(SearchEdge(c // partial_k) for _ in EDGE_PAIRS)
         # outgoing edge indices per source node
         self._out_edges = [[k for k, (_, j) in enumerate(EDGE_PAIRS) if j == src] for src in range(NUM_NODES - 1)]
 
@@ -286,6 +303,21 @@ class SearchCell(nn.Module):
         pool = F.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
         return w[_I_SKIP] * x + w[_I_C1] * _bn(e.conv1(r)) + w[_I_C3] * _bn(e.conv3(r)) + w[_I_POOL] * pool
 
+    def _mixed_fused(self, h: torch.Tensor, ks: list[int], weights: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Mixed outputs of the edges ``ks`` leaving one node, computed with one conv per kernel size."""
+        c = h.shape[1]
+        r = F.relu(h)
+        w1 = torch.cat([self.edges[k].conv1.weight for k in ks])
+        w3 = torch.cat([self.edges[k].conv3.weight for k in ks])
+        # The op weight is folded into the non-affine BN as its per-channel scale: w*BN(y) == BN_w(y).
+        s1 = weights[ks, _I_C1].repeat_interleave(c)
+        s3 = weights[ks, _I_C3].repeat_interleave(c)
+        y = F.batch_norm(F.conv2d(r, w1), None, None, s1, None, True, 0.0, 1e-5) + F.batch_norm(
+            F.conv2d(r, w3, padding=1), None, None, s3, None, True, 0.0, 1e-5
+        )
+        p = avg_pool_3x3_exclude_pad(h)
+        return tuple(yk + weights[k, _I_SKIP] * h + weights[k, _I_POOL] * p for k, yk in zip(ks, y.split(c, dim=1)))
+
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         if not self.fused:
             nodes = [x]
@@ -294,56 +326,182 @@ class SearchCell(nn.Module):
                     sum(self._edge_plain(k, nodes[j], weights[k]) for k, (ii, j) in enumerate(EDGE_PAIRS) if ii == i)
                 )
             return nodes[-1]
-        c = self.c
         partial: dict[int, torch.Tensor] = {}
         nodes = [x]
         for src in range(NUM_NODES - 1):
-            h = nodes[src]
             ks = self._out_edges[src]
-            r = F.relu(h)
-            w1 = torch.cat([self.edges[k].conv1.weight for k in ks])
-            w3 = torch.cat([self.edges[k].conv3.weight for k in ks])
-            # The op weight is folded into the non-affine BN as its per-channel scale: w*BN(y) == BN_w(y).
-            s1 = weights[ks, _I_C1].repeat_interleave(c)
-            s3 = weights[ks, _I_C3].repeat_interleave(c)
-            y = F.batch_norm(F.conv2d(r, w1), None, None, s1, None, True, 0.0, 1e-5) + F.batch_norm(
-                F.conv2d(r, w3, padding=1), None, None, s3, None, True, 0.0, 1e-5
-            )
-            p = avg_pool_3x3_exclude_pad(h)
-            for k, yk in zip(ks, y.split(c, dim=1)):
-                w = weights[k]
-                out = yk + w[_I_SKIP] * h + w[_I_POOL] * p
+            for k, out in zip(ks, self._mixed_fused(nodes[src], ks, weights)):
                 tgt = EDGE_PAIRS[k][0]
                 partial[tgt] = out if tgt not in partial else partial[tgt] + out
             nodes.append(partial.pop(src + 1))
         return nodes[-1]
 
+    def forward_pcdarts(self, x: torch.Tensor, weights: torch.Tensor, betas: torch.Tensor) -> torch.Tensor:
+        """PC-DARTS cell: each edge mixes only its input's first C/K channels, the rest bypass.
+
+        Edge output = shuffle_K(cat[mixed(x[:, :C/K]), x[:, C/K:]]); node = sum_j beta_j * edge_j, with
+        ``betas`` already normalised over each node's incoming edges. ``plain`` does exactly that per
+        edge; ``fused`` uses linearity: the beta is folded into the op weights, mixed parts and bypasses
+        are summed per node first, and the node is shuffled once (same numbers, fewer copies).
+        """
+        cp = self.c // self.k
+        nodes = [x]
+        if not self.fused:
+            for i in range(1, NUM_NODES):
+                total = None
+                for k, (ii, j) in enumerate(EDGE_PAIRS):
+                    if ii != i:
+                        continue
+                    h = nodes[j]
+                    edge = channel_shuffle(
+                        torch.cat([self._edge_plain(k, h[:, :cp], weights[k]), h[:, cp:]], 1), self.k
+                    )
+                    total = betas[k] * edge if total is None else total + betas[k] * edge
+                nodes.append(total)
+            return nodes[-1]
+        eff = weights * betas[:, None]
+        proc: dict[int, torch.Tensor] = {}
+        byp: dict[int, torch.Tensor] = {}
+        for src in range(NUM_NODES - 1):
+            h = nodes[src]
+            ks = self._out_edges[src]
+            rest = h[:, cp:]
+            for k, yk in zip(ks, self._mixed_fused(h[:, :cp], ks, eff)):
+                tgt = EDGE_PAIRS[k][0]
+                proc[tgt] = yk if tgt not in proc else proc[tgt] + yk
+                bk = betas[k] * rest
+                byp[tgt] = bk if tgt not in byp else byp[tgt] + bk
+            nodes.append(channel_shuffle(torch.cat([proc.pop(src + 1), byp.pop(src + 1)], 1), self.k))
+        return nodes[-1]
+
+    def candidate(self, k: int, o: int, x: torch.Tensor) -> torch.Tensor:
+        """Op ``o`` of edge ``k`` on ``x``, alone: the only op GDAS computes on a sampled edge."""
+        if o == _I_NONE:
+            return x.mul(0.0)
+        if o == _I_SKIP:
+            return x
+        if o == _I_POOL:
+            return avg_pool_3x3_exclude_pad(x)
+        e = self.edges[k]
+        return _bn((e.conv1 if o == _I_C1 else e.conv3)(F.relu(x)))
+
+    def forward_gdas(self, x: torch.Tensor, hard: torch.Tensor, index: list[int]) -> torch.Tensor:
+        """GDAS on NB201 (as the benchmark's GDAS code): edge = h_o * op_o(x) + sum_{j != o} h_j.
+
+        ``hard`` holds straight-through one-hot weights (value one-hot, gradient of the Gumbel softmax),
+        ``index`` the sampled op per edge. The other ops are never computed; their h_j are zero-valued
+        scalars kept in the sum so their alphas still get the straight-through gradient.
+        """
+        nodes = [x]
+        for i in range(1, NUM_NODES):
+            total = None
+            for k, (ii, j) in enumerate(EDGE_PAIRS):
+                if ii != i:
+                    continue
+                o = index[k]
+                hk = hard[k]
+                out = hk[o] * self.candidate(k, o, nodes[j]) + torch.cat([hk[:o], hk[o + 1 :]]).sum()
+                total = out if total is None else total + out
+            nodes.append(total)
+        return nodes[-1]
+
+
+def gumbel_hard_sample(alpha: torch.Tensor, tau: float) -> tuple[torch.Tensor, list[int]]:
+    """GDAS's per-forward sample: straight-through one-hot weights and the argmax index, per row of ``alpha``.
+
+    logits = (log_softmax(alpha) + g) / tau with g = -log(E), E ~ Exp(1); h = onehot(argmax) - sg(p) + p.
+    Resampled while the draw gives inf/NaN, as the reference does.
+    """
+    logp = F.log_softmax(alpha, dim=-1)
+    while True:
+        gumbels = -torch.empty_like(alpha).exponential_().log()
+        probs = F.softmax((logp + gumbels) / tau, dim=-1)
+        if torch.isinf(gumbels).any() or not torch.isfinite(probs).all():
+            continue
+        index = probs.argmax(dim=-1, keepdim=True)
+        one_hot = torch.zeros_like(probs).scatter_(-1, index, 1.0)
+        return one_hot - probs.detach() + probs, index.flatten().tolist()
+
 
 class NB201SuperNet(_Skeleton):
-    """Weight-sharing NB201 network; one alpha matrix (6 edges x 5 ops) shared by all cells."""
+    """Weight-sharing NB201 network; one alpha matrix (6 edges x 5 ops) shared by all cells.
 
-    def __init__(self, c: int = 16, n: int = 5, num_classes: int = 10, in_ch: int = 3, fused: bool = True):
-        super().__init__(lambda cc: SearchCell(cc, fused=fused), c, n, num_classes, in_ch)
+    ``mode`` picks the search relaxation: ``darts`` (softmax-mixed edges), ``gdas`` (one hard Gumbel
+    sample per edge per forward, shared by all cells; temperature from :meth:`set_tau`) or ``pcdarts``
+    (ops on C/``partial_k`` channels, channel shuffle, and edge-normalisation betas, as NASLib's PC-DARTS
+    on NB201). Every mode derives the genotype as argmax alpha per edge.
+    """
+
+    def __init__(
+        self,
+        c: int = 16,
+        n: int = 5,
+        num_classes: int = 10,
+        in_ch: int = 3,
+        fused: bool = True,
+        mode: str = "darts",
+        partial_k: int = 4,
+    ):
+        if mode not in SUPERNET_MODES:
+            raise ValueError(f"unknown NB201 supernet mode {mode!r}; choose one of {', '.join(SUPERNET_MODES)}")
+        k = int(partial_k) if mode == "pcdarts" else 1
+        if k < 1 or c % k:
+            raise ValueError(f"partial_k={partial_k} must be >= 1 and divide the channels C={c}")
+        super().__init__(lambda cc: SearchCell(cc, fused=fused, partial_k=k), c, n, num_classes, in_ch)
+        self.mode = mode
+        self.partial_k = k
         self.alpha = nn.Parameter(1e-3 * torch.randn(len(EDGES), len(OPS)))
+        if mode == "pcdarts":
+            self.beta = nn.Parameter(1e-3 * torch.randn(len(EDGES)))
+        self.tau = 10.0
+        self.last_sample: list[int] = []  # gdas: the op index sampled per edge by the latest forward
 
     # The strategies see alphas under one cell-type name so spaces with several cell types fit too.
     def arch_parameters(self) -> list[nn.Parameter]:
-        return [self.alpha]
+        return [self.alpha, self.beta] if self.mode == "pcdarts" else [self.alpha]
 
     def weight_parameters(self) -> list[nn.Parameter]:
-        return [p for name, p in self.named_parameters() if name != "alpha"]
+        return [p for name, p in self.named_parameters() if name not in ("alpha", "beta")]
 
     def arch_weights(self) -> dict[str, torch.Tensor]:
         return {"normal": F.softmax(self.alpha, dim=-1)}
 
+    def edge_weights(self) -> dict[str, torch.Tensor]:
+        """PC-DARTS edge normalisation: softmax of beta over each node's incoming edges, shape (6,)."""
+        if self.mode != "pcdarts":
+            raise ValueError(f"edge weights (betas) exist only in pcdarts mode, not {self.mode!r}")
+        return {"normal": torch.cat([F.softmax(self.beta[s], dim=-1) for s in NODE_EDGE_SLICES])}
+
+    def set_tau(self, tau: float) -> None:
+        """Gumbel-softmax temperature of the GDAS samples (the strategy anneals it per epoch)."""
+        if not tau > 0:
+            raise ValueError(f"tau must be > 0, got {tau}")
+        self.tau = float(tau)
+
     def forward(self, x: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-        if weights is None:
-            weights = F.softmax(self.alpha, dim=-1)
-        out = self.global_pooling(self.features(x, weights)).flatten(1)
-        return self.classifier(out)
+        if self.mode == "darts":
+            if weights is None:
+                weights = F.softmax(self.alpha, dim=-1)
+            out = self.global_pooling(self.features(x, weights)).flatten(1)
+            return self.classifier(out)
+        if self.mode == "pcdarts":
+            w = F.softmax(self.alpha, dim=-1) if weights is None else weights
+            b = self.edge_weights()["normal"]
+            run = lambda cell, h: cell.forward_pcdarts(h, w, b)  # noqa: E731
+        else:
+            hard, index = gumbel_hard_sample(self.alpha, self.tau)  # one sample shared by all cells
+            self.last_sample = index
+            run = lambda cell, h: cell.forward_gdas(h, hard, index)  # noqa: E731
+        h = self.stem(x)
+        for cell in self.cells:
+            h = run(cell, h) if isinstance(cell, SearchCell) else cell(h)
+        return self.classifier(self.global_pooling(self.lastact(h)).flatten(1))
 
     def genotype(self) -> NB201Genotype:
-        """Argmax op per edge over all five ops, `none` included, as the benchmark's DARTS code derives it."""
+        """Argmax op per edge over all five ops, `none` included, as the benchmark's DARTS and GDAS code derive it.
+
+        PC-DARTS keeps every NB201 edge, so betas cannot change the choice (argmax is unaffected by them).
+        """
         idx = self.alpha.detach().argmax(dim=-1).tolist()
         return NB201Genotype(tuple(OPS[i] for i in idx))
 
@@ -410,6 +568,15 @@ class NB201Space(SearchSpace):
         input_shape: tuple[int, int, int] = (3, 32, 32),
         channels: int = 16,
         cells_per_stage: int = 5,
+        *,
+        mode: str = "darts",
+        partial_k: int = 4,
+        fused: bool = True,
         **options: Any,
     ) -> NB201SuperNet:
-        return NB201SuperNet(channels, cells_per_stage, num_classes, input_shape[0], fused=options.get("fused", True))
+        """Supernet in one of :data:`SUPERNET_MODES`; ``partial_k`` is used by ``pcdarts`` only."""
+        if options:
+            raise ValueError(f"unknown NB201 supernet option(s): {', '.join(sorted(options))}")
+        return NB201SuperNet(
+            channels, cells_per_stage, num_classes, input_shape[0], fused=fused, mode=mode, partial_k=partial_k
+        )

@@ -67,6 +67,14 @@ class Strategy(ABC):
     #: training phase follows, so progress and ETA give the search the whole run.
     trains_network: bool = False
 
+    def validate(self, config: ExperimentConfig) -> None:
+        """Refuse settings this strategy cannot run with, before anything is queued (raise ConfigError).
+
+        Called by :meth:`ExperimentConfig.validated` once the parameters are coerced; checks that need the
+        data or the network stay in :meth:`search`.
+        """
+        return None
+
     @abstractmethod
     def search(self, ctx: SearchContext) -> SearchOutcome:
         """Run the search, reporting as it goes; raise :class:`Cancelled` when asked to stop."""

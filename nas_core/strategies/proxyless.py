@@ -36,7 +36,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from nas_core.config import ConfigError, ParamSpec
+from nas_core.config import ConfigError, ExperimentConfig, ParamSpec
 from nas_core.data import batches, endless_batches
 from nas_core.latency_lut import (
     CostTable,
@@ -234,8 +234,8 @@ class ProxylessStrategy(Strategy):
     def warmup_epochs(p: dict[str, Any], epochs: int) -> int:
         return epochs // 4 if p["warmup_epochs"] < 0 else int(p["warmup_epochs"])
 
-    def check(self, ctx: SearchContext) -> None:
-        p, epochs = ctx.params, ctx.config.epochs
+    def validate(self, config: ExperimentConfig) -> None:
+        p, epochs = config.params, config.epochs
         if self.warmup_epochs(p, epochs) >= epochs:
             raise ConfigError(
                 "params.warmup_epochs",
@@ -278,7 +278,7 @@ class ProxylessStrategy(Strategy):
 
     def search(self, ctx: SearchContext) -> SearchOutcome:
         cfg, p, data, rep = ctx.config, ctx.params, ctx.data, ctx.reporter
-        self.check(ctx)
+        self.validate(ctx.config)
         cl = cfg.channels_last
         torch.manual_seed(cfg.seed)
         net: ProxylessSupernet = ctx.space.build_supernet(
