@@ -435,7 +435,7 @@ def cmd_proxies(args: argparse.Namespace) -> int:
     import torch
 
     from nas_core.data import check_dataset, load_dataset
-    from nas_core.proxies import INITS, ProxyEvaluator, genotype_weights
+    from nas_core.proxies import INITS, genotype_proxies
 
     checks = [("repeats", 1), ("batch", 2), ("region_samples", 1), ("seed", 0)]
     for name, low in checks:
@@ -452,30 +452,12 @@ def cmd_proxies(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     data = load_dataset(args.dataset, args.seed)
-    ev = ProxyEvaluator(
-        data.x_train,
-        data.num_classes,
-        ntk_batch=args.batch,
-        region_samples=args.region_samples,
-        init=args.init,
-        seed=args.seed,
-    )
-    w = genotype_weights(g)
-    per_repeat = [ev.evaluate([w], args.seed * 100_003 + r)[0] for r in range(args.repeats)]
-    out = {
-        "space": sp.name,
-        "genotype": sp.format(g),
-        "dataset": args.dataset,
-        "ntk_cond": sum(k for k, _ in per_repeat) / args.repeats,
-        "linear_regions": sum(r for _, r in per_repeat) / args.repeats,
-        "ntk_cond_repeats": [k for k, _ in per_repeat],
-        "linear_regions_repeats": [r for _, r in per_repeat],
-        "repeats": args.repeats,
-        "batch": min(args.batch, len(data.x_train)),
-        "region_samples": args.region_samples,
-        "init": args.init,
-        "seed": args.seed,
-    }
+    scores = genotype_proxies(g, data.x_train, data.num_classes, repeats=args.repeats, ntk_batch=args.batch,
+                              region_samples=args.region_samples, init=args.init, seed=args.seed)  # fmt: skip
+    settings = scores.pop("settings")
+    out = {"space": sp.name, "genotype": sp.format(g), "dataset": args.dataset, **scores, "repeats": args.repeats,
+           "batch": settings["ntk_batch"], "region_samples": args.region_samples, "init": args.init,
+           "seed": args.seed}  # fmt: skip
     if args.json:
         _print_json(out)
     else:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -70,6 +71,32 @@ def evaluate(
     return total_loss / n, correct / n
 
 
+@dataclass
+class EpochMeter:
+    """One epoch's running training loss and accuracy (batch-size weighted): the numbers of its epoch row."""
+
+    seen: int = 0
+    loss_sum: float = 0.0
+    correct: int = 0
+    t0: float = field(default_factory=time.perf_counter)
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        n = len(y)
+        self.seen += n
+        self.loss_sum += float(loss.detach()) * n
+        self.correct += int((logits.detach().argmax(1) == y).sum())
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def metrics(self, val_loss: float, val_acc: float, lr: float, **extra: float) -> dict[str, float]:
+        """The Reporter.epoch metrics: train loss/acc so far, the given validation figures, lr, wall time."""
+        n = max(1, self.seen)
+        return {"train_loss": self.loss_sum / n, "train_acc": self.correct / n, "val_loss": val_loss,
+                "val_acc": val_acc, "lr": lr, "seconds": self.seconds, **extra}  # fmt: skip
+
+
 def train_network(
     model: nn.Module,
     data: Dataset,
@@ -111,8 +138,7 @@ def train_network(
     step = 0
     lo, hi = progress_span
     for epoch in range(epochs):
-        t0 = time.perf_counter()
-        seen, loss_sum, correct = 0, 0.0, 0
+        meter = EpochMeter()
         if drop_path > 0:
             model.drop_path_prob = drop_path * epoch / epochs
         for xb, yb in batches(data.x_train, data.y_train, batch_size, gen):
@@ -136,23 +162,10 @@ def train_network(
                 nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             opt.step()
             step += 1
-            seen += len(yb)
-            loss_sum += float(loss.detach()) * len(yb)
-            correct += int((logits.argmax(1) == yb).sum())
+            meter.add(loss, logits, yb)
         val_loss, val_acc = evaluate(model, data.x_val, data.y_val, channels_last=channels_last)
-        reporter.epoch(
-            "train",
-            epoch,
-            {
-                "train_loss": loss_sum / max(1, seen),
-                "train_acc": correct / max(1, seen),
-                "val_loss": val_loss,
-                "val_acc": val_acc,
-                "lr": opt.param_groups[0]["lr"],
-                "seconds": time.perf_counter() - t0,
-                **({"drop_path_prob": float(model.drop_path_prob)} if drop_path > 0 else {}),
-            },
-        )
+        extra = {"drop_path_prob": float(model.drop_path_prob)} if drop_path > 0 else {}
+        reporter.epoch("train", epoch, meter.metrics(val_loss, val_acc, opt.param_groups[0]["lr"], **extra))
         reporter.progress(lo + (hi - lo) * (epoch + 1) / epochs, "train", epoch + 1, epochs)
     val_loss, val_acc = evaluate(model, data.x_val, data.y_val, channels_last=channels_last)
     test_loss, test_acc = evaluate(model, data.x_test, data.y_test, channels_last=channels_last)

@@ -41,7 +41,6 @@ genotype and loaded with the trained weights), so the pipeline tests and exports
 from __future__ import annotations
 
 import math
-import time
 from typing import Any
 
 import torch
@@ -54,7 +53,7 @@ from nas_core.data import batches
 from nas_core.spaces.mobilenet import PRESETS, MobileNetNetwork, estimate_macs, genotype_from_json
 from nas_core.spaces.mobilenet_blocks import InvertedResidual
 from nas_core.strategies.base import SearchContext, SearchOutcome, Strategy
-from nas_core.train import evaluate, fmt, prepare_model, set_lr
+from nas_core.train import EpochMeter, evaluate, fmt, prepare_model, set_lr
 
 #: the reference's lr schedule: x0.97 every 2.4 epochs over 350 epochs
 REF_DECAY_EPOCHS, REF_EPOCHS, REF_WARMUP = 2.4, 350, 25
@@ -387,8 +386,7 @@ class AtomNASStrategy(Strategy):
         report(0, None)
         for epoch in range(cfg.epochs):
             net.train()
-            t0 = time.perf_counter()
-            seen, loss_sum, l1_sum, correct = 0, 0.0, 0.0, 0
+            meter, l1_sum = EpochMeter(), 0.0
             lr = base_lr
             for xb, yb in batches(data.x_train, data.y_train, cfg.batch_size, gen):
                 ctx.check_stop()
@@ -409,27 +407,12 @@ class AtomNASStrategy(Strategy):
                 opt.step()
                 atoms.update_ema(net)
                 step += 1
-                seen += len(yb)
-                loss_sum += float(loss.detach()) * len(yb)
-                correct += int((logits.detach().argmax(1) == yb).sum())
+                meter.add(loss, logits, yb)
                 if step % max(1, steps_per_epoch // 4) == 0:
                     ctx.report_progress(step / total_steps, epoch)
-            seconds = time.perf_counter() - t0
-            step_ms = 1000 * seconds / max(1, math.ceil(seen / cfg.batch_size))
+            step_ms = 1000 * meter.seconds / max(1, math.ceil(meter.seen / cfg.batch_size))
             val_loss, val_acc = evaluate(net, data.x_val, data.y_val, channels_last=cl)
-            rep.epoch(
-                "search",
-                epoch,
-                {
-                    "train_loss": loss_sum / max(1, seen),
-                    "train_acc": correct / max(1, seen),
-                    "val_loss": val_loss,
-                    "val_acc": val_acc,
-                    "lr": lr,
-                    "seconds": seconds,
-                    "l1_loss": l1_sum / max(1, seen),
-                },
-            )
+            rep.epoch("search", epoch, meter.metrics(val_loss, val_acc, lr, l1_loss=l1_sum / max(1, meter.seen)))
             last = epoch == cfg.epochs - 1
             masks = atoms.dead_masks(net, threshold, ema_only=last)
             dead = atoms.dead_macs(masks)

@@ -11,7 +11,6 @@ the loop; subclasses override the small hooks marked "hook".
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +21,7 @@ from torch import nn
 from nas_core.config import ParamSpec
 from nas_core.data import batches, endless_batches
 from nas_core.strategies.base import SearchContext, SearchOutcome, Strategy
-from nas_core.train import cosine_lr, evaluate, fmt, prepare_model, set_lr
+from nas_core.train import EpochMeter, cosine_lr, evaluate, fmt, prepare_model, set_lr
 
 COMMON_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("w_lr", 0.025, "float", "Weight learning rate (SGD, cosine-annealed)", 1e-6, 10.0),
@@ -186,8 +185,7 @@ class OneShotStrategy(Strategy):
             self.begin_epoch(loop, epoch)
             if epoch == 0:
                 self.snapshot(loop, 0)
-            t0 = time.perf_counter()
-            seen, loss_sum, correct = 0, 0.0, 0
+            meter = EpochMeter()
             for xb, yb in batches(data.x_train, data.y_train, cfg.batch_size, gen):
                 ctx.check_stop()
                 lr = cosine_lr(p["w_lr"], p["w_lr_min"], loop.step, total_steps)
@@ -197,26 +195,13 @@ class OneShotStrategy(Strategy):
                     xb = random_crop_flip(xb, aug_gen)
                 loss, logits = self.train_step(loop, fmt(xb, cl), yb, epoch)
                 loop.step += 1
-                seen += len(yb)
-                loss_sum += float(loss.detach()) * len(yb)
-                correct += int((logits.detach().argmax(1) == yb).sum())
+                meter.add(loss, logits, yb)
                 if loop.step % snap_every == 0:
                     self.snapshot(loop, epoch)
                     ctx.report_progress(loop.step / total_steps, epoch)
             val_loss, val_acc = evaluate(run, data.x_val, data.y_val, channels_last=cl)
             genotype = ctx.space.format(net.genotype())
-            rep.epoch(
-                "search",
-                epoch,
-                {
-                    "train_loss": loss_sum / max(1, seen),
-                    "train_acc": correct / max(1, seen),
-                    "val_loss": val_loss,
-                    "val_acc": val_acc,
-                    "lr": lr,
-                    "seconds": time.perf_counter() - t0,
-                },
-            )
+            rep.epoch("search", epoch, meter.metrics(val_loss, val_acc, lr))
             rep.genotype(loop.step, epoch, genotype)
             rep.log(f"search epoch {epoch + 1}/{cfg.epochs}: val acc {val_acc:.3f}, genotype {genotype}")
             ctx.report_progress(loop.step / total_steps, epoch + 1)

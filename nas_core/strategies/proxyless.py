@@ -29,7 +29,6 @@ The derived genotype (argmax per block) is reported every epoch and trained from
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +48,7 @@ from nas_core.latency_lut import (
 from nas_core.spaces.mobilenet import OPS, PRESETS
 from nas_core.spaces.mobilenet_proxyless import ProxylessSupernet, alpha_grad_from_gates, recentre_pair
 from nas_core.strategies.base import SearchContext, SearchOutcome, Strategy
-from nas_core.train import cosine_lr, evaluate, fmt, prepare_model, set_lr
+from nas_core.train import EpochMeter, cosine_lr, evaluate, fmt, prepare_model, set_lr
 
 #: The reference's ref values the log-loss is calibrated at (``imagenet_arch_search.py``: 80 ms, 300 MFLOPs).
 REFERENCE_REF = {"latency": 80.0, "macs": 300e6}
@@ -356,8 +355,7 @@ class ProxylessStrategy(Strategy):
         for epoch in range(cfg.epochs):
             if epoch == 0:
                 snapshot(0)
-            t0 = time.perf_counter()
-            seen, loss_sum, correct = 0, 0.0, 0
+            meter = EpochMeter()
             lr = p["w_lr"]
             net.train()
             for i, (xb, yb) in enumerate(batches(data.x_train, data.y_train, cfg.batch_size, gen)):
@@ -374,27 +372,14 @@ class ProxylessStrategy(Strategy):
                     xv, yv = next(val_stream)
                     arch_log.append(arch_step(net, a_opt, fmt(xv, cl), yv, table, ref, p, path_gen))
                 step += 1
-                seen += len(yb)
-                loss_sum += float(loss.detach()) * len(yb)
-                correct += int((logits.detach().argmax(1) == yb).sum())
+                meter.add(loss, logits, yb)
                 if step % snap_every == 0:
                     snapshot(epoch)
                     ctx.report_progress(step / total_steps, epoch)
             net.set_chosen()  # validate the derived (argmax) network's path
             val_loss, val_acc = evaluate(net, data.x_val, data.y_val, channels_last=cl)
             genotype = ctx.space.format(net.genotype())
-            rep.epoch(
-                "search",
-                epoch,
-                {
-                    "train_loss": loss_sum / max(1, seen),
-                    "train_acc": correct / max(1, seen),
-                    "val_loss": val_loss,
-                    "val_acc": val_acc,
-                    "lr": lr,
-                    "seconds": time.perf_counter() - t0,
-                },
-            )
+            rep.epoch("search", epoch, meter.metrics(val_loss, val_acc, lr))
             rep.genotype(step, epoch, genotype)
             extra = f", predicted latency {predict_latency(lut, net.genotype()):.3f} ms" if lut is not None else ""
             rep.log(f"search epoch {epoch + 1}/{cfg.epochs}: val acc {val_acc:.3f}{extra}, genotype {genotype}")
