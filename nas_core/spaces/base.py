@@ -12,6 +12,16 @@ class GenotypeError(ValueError):
     """A genotype string or JSON document was malformed; the message says where."""
 
 
+def check_document(doc: Any, space: str, what: str = "genotype JSON") -> dict[str, Any]:
+    """``doc`` as a dict whose ``space`` (default: this one) is ``space``; else a GenotypeError saying why."""
+    if not isinstance(doc, dict):
+        raise GenotypeError(f"{what} must be an object")
+    found = doc.get("space", space)
+    if found != space:
+        raise GenotypeError(f"genotype JSON is for space {found!r}, not {space}")
+    return doc
+
+
 class SearchSpace(ABC):
     """A family of architectures: supernet for one-shot search, stand-alone nets, genotype I/O, drawing."""
 

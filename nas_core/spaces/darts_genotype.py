@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from nas_core.spaces.base import GenotypeError
+from nas_core.spaces.base import GenotypeError, check_document
 
 OPS: tuple[str, ...] = (
     "none",
@@ -218,11 +218,7 @@ def genotype_to_json(g: DartsGenotype) -> dict[str, Any]:
 
 def genotype_from_json(doc: Any) -> DartsGenotype:
     """Read a document of :func:`genotype_to_json` (text, structured fields, or a ``preset`` name)."""
-    if not isinstance(doc, dict):
-        raise GenotypeError("genotype JSON must be an object")
-    space = doc.get("space", "darts")
-    if space != "darts":
-        raise GenotypeError(f"genotype JSON is for space {space!r}, not darts")
+    doc = check_document(doc, "darts")
     structured = None
     if "normal" in doc or "reduce" in doc:
         structured = _from_fields({f: doc[f] for f in _FIELDS if f in doc})

@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from nas_core.config import ConfigError
-from nas_core.spaces.base import GenotypeError, SearchSpace
+from nas_core.spaces.base import GenotypeError, SearchSpace, check_document
 from nas_core.spaces.mobilenet_blocks import (
     KERNELS,
     InvertedResidual,
@@ -53,6 +53,7 @@ from nas_core.spaces.mobilenet_blocks import (
     block_macs,
     conv_macs,
     conv_out,
+    init_weights,
     make_divisible,
 )
 
@@ -443,11 +444,7 @@ _TOLERATED_KEYS = {"network", "config", "name", "origin", "note"}  # written aro
 
 def genotype_from_json(doc: Any) -> MobileNetGenotype:
     """Validate a genotype document; every error names the key or block that is wrong."""
-    if not isinstance(doc, dict):
-        raise GenotypeError("mobilenet genotype JSON must be an object")
-    space = doc.get("space", "mobilenet")
-    if space != "mobilenet":
-        raise GenotypeError(f"genotype JSON is for space {space!r}, not mobilenet")
+    doc = check_document(doc, "mobilenet", "mobilenet genotype JSON")
     if doc.get("format", 1) != 1:
         raise GenotypeError(f"genotype JSON format {doc.get('format')!r} is not supported (expected 1)")
     unknown = sorted(set(doc) - _KNOWN_KEYS - _TOLERATED_KEYS)
@@ -551,19 +548,7 @@ class MobileNetNetwork(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(cfg.dropout)
         self.classifier = nn.Linear(lay.head_channels, num_classes)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        # MobileNetV2's reference initialisation (kaiming fan-out convs, unit BN, small-normal classifier).
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)

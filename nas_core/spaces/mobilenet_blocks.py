@@ -37,6 +37,20 @@ def conv_out(size: int, stride: int) -> int:
     return (size - 1) // stride + 1
 
 
+def init_weights(model: nn.Module) -> None:
+    """MobileNetV2's reference initialisation (ProxylessNAS's ``he_fout`` too): kaiming fan-out convs, unit BN,
+    small-normal classifier."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.zeros_(m.bias)
+
+
 def activation(name: str) -> nn.Module:
     """ReLU6 (MobileNetV2, ProxylessNAS) or ReLU (AtomNAS's reference)."""
     if name == "relu6":

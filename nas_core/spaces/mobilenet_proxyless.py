@@ -38,7 +38,7 @@ from nas_core.spaces.mobilenet import (
     layout,
     parse_block,
 )
-from nas_core.spaces.mobilenet_blocks import InvertedResidual, activation
+from nas_core.spaces.mobilenet_blocks import InvertedResidual, activation, init_weights
 
 #: The candidate MBConvs of every searchable block (reference ``conv_candidates``), in :data:`OPS` order.
 CANDIDATES: tuple[str, ...] = ("mb3_e3", "mb3_e6", "mb5_e3", "mb5_e6", "mb7_e3", "mb7_e6")
@@ -157,18 +157,7 @@ class ProxylessSupernet(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)  # the reference searches without dropout
         self.classifier = nn.Linear(lay.head_channels, num_classes)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")  # reference model_init 'he_fout'
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_weights(self)
 
     # ------------------------------------------------------------------ parameters and paths
 

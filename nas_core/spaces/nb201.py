@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas_core.spaces.base import GenotypeError, SearchSpace
+from nas_core.spaces.base import GenotypeError, SearchSpace, check_document
 
 OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 #: (target, source) pairs in the benchmark's order: node 1, then node 2, then node 3.
@@ -100,11 +100,7 @@ def genotype_to_json(g: NB201Genotype) -> dict[str, Any]:
 
 
 def genotype_from_json(doc: Any) -> NB201Genotype:
-    if not isinstance(doc, dict):
-        raise GenotypeError("genotype JSON must be an object")
-    space = doc.get("space", "nb201")
-    if space != "nb201":
-        raise GenotypeError(f"genotype JSON is for space {space!r}, not nb201")
+    doc = check_document(doc, "nb201")
     if "arch" in doc:
         g = parse_genotype(str(doc["arch"]))
         edges = doc.get("edges")
