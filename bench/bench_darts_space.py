@@ -22,7 +22,8 @@ import os
 import resource
 import subprocess
 import sys
-import time
+
+from search_step import time_search_steps  # bench/ is on sys.path when a bench runs as a script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BATCH, C, N, SIZE, CLASSES = 64, 16, 2, 32, 10
@@ -54,42 +55,15 @@ def _build(impl: str, mode: str):
 
 def child(impl: str, mode: str, step_kind: str, steps: int, threads: int) -> dict:
     import torch
-    import torch.nn.functional as F
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     net, w_params, a_params, cl = _build(impl, mode)
     net.train()
-    w_opt = torch.optim.SGD(w_params, lr=0.025, momentum=0.9, weight_decay=3e-4)
-    a_opt = torch.optim.Adam(a_params, lr=3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
     fmt = (lambda t: t.contiguous(memory_format=torch.channels_last)) if cl else (lambda t: t)
     x, y = fmt(torch.randn(BATCH, 3, SIZE, SIZE)), torch.randint(0, CLASSES, (BATCH,))
     xv, yv = fmt(torch.randn(BATCH, 3, SIZE, SIZE)), torch.randint(0, CLASSES, (BATCH,))
-
-    def out(inp):
-        o = net(inp)
-        return o[1] if isinstance(o, tuple) else o  # xautodl returns (features, logits)
-
-    def step() -> None:
-        if step_kind == "wa":
-            a_opt.zero_grad(set_to_none=True)
-            ga = torch.autograd.grad(F.cross_entropy(out(xv), yv), a_params)
-            for a, g in zip(a_params, ga):
-                a.grad = g
-            a_opt.step()
-        w_opt.zero_grad(set_to_none=True)
-        F.cross_entropy(out(x), y).backward(inputs=list(w_params))
-        torch.nn.utils.clip_grad_norm_(w_params, 5.0)
-        w_opt.step()
-
-    t_warm = time.perf_counter()
-    for _ in range(2):
-        step()
-    warm = time.perf_counter() - t_warm
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    dt = (time.perf_counter() - t0) / steps
+    warm, dt = time_search_steps(net, w_params, a_params, (x, y), (xv, yv), steps, with_alpha=step_kind == "wa")
     return {
         "impl": impl,
         "mode": mode,

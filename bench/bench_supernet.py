@@ -15,7 +15,8 @@ import os
 import resource
 import subprocess
 import sys
-import time
+
+from search_step import time_search_steps  # bench/ is on sys.path when a bench runs as a script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -42,43 +43,16 @@ def _build(impl: str):
 
 def child(impl: str, mode: str, steps: int, threads: int) -> dict:
     import torch
-    import torch.nn.functional as F
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     net, w_params, a_params, cl = _build(impl)
     run = torch.compile(net, dynamic=False) if impl == "ours-compiled" else net
     net.train()
-    w_opt = torch.optim.SGD(w_params, lr=0.025, momentum=0.9, weight_decay=3e-4)
-    a_opt = torch.optim.Adam(a_params, lr=3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
     fmt = (lambda t: t.contiguous(memory_format=torch.channels_last)) if cl else (lambda t: t)
     x, y = fmt(torch.randn(64, 3, 32, 32)), torch.randint(0, 10, (64,))
     xv, yv = fmt(torch.randn(64, 3, 32, 32)), torch.randint(0, 10, (64,))
-
-    def out(inp):
-        o = run(inp)
-        return o[1] if isinstance(o, tuple) else o  # xautodl returns (features, logits)
-
-    def step() -> None:
-        if mode == "wa":
-            a_opt.zero_grad(set_to_none=True)
-            ga = torch.autograd.grad(F.cross_entropy(out(xv), yv), a_params)
-            for a, g in zip(a_params, ga):
-                a.grad = g
-            a_opt.step()
-        w_opt.zero_grad(set_to_none=True)
-        F.cross_entropy(out(x), y).backward(inputs=list(w_params))
-        torch.nn.utils.clip_grad_norm_(w_params, 5.0)
-        w_opt.step()
-
-    t_warm = time.perf_counter()
-    for _ in range(2):
-        step()
-    warm = time.perf_counter() - t_warm
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    dt = (time.perf_counter() - t0) / steps
+    warm, dt = time_search_steps(run, w_params, a_params, (x, y), (xv, yv), steps, with_alpha=mode == "wa")
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
         "impl": impl,
