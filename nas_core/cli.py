@@ -88,13 +88,24 @@ def _parse_shape(text: str) -> tuple[int, int, int]:
 # commands
 
 
+#: ``search``/``submit`` flags of the final training's DARTS evaluation recipe: ``train``'s names with the
+#: ``--final-`` prefix of ``--final-epochs``, each setting the config field of the same name.
+FINAL_RECIPE_FLAGS: tuple[str, ...] = (
+    "final_layers",
+    "final_auxiliary",
+    "final_auxiliary_weight",
+    "final_drop_path",
+    "final_cutout",
+)
+
+
 def _config_from_args(args: argparse.Namespace) -> Any:
     """Validated ExperimentConfig from search/submit flags (raises ConfigError naming the field)."""
     from nas_core.config import ExperimentConfig
     from nas_core.data import check_dataset
 
     raw: dict[str, Any] = {"strategy": args.strategy, "space": args.space, "dataset": args.dataset}
-    for key in ("epochs", "seed", "final_epochs", "name"):
+    for key in ("epochs", "seed", "final_epochs", "name", *FINAL_RECIPE_FLAGS):
         value = getattr(args, key)
         if value is not None:
             raw[key] = value
@@ -495,6 +506,48 @@ def build_parser() -> argparse.ArgumentParser:
             dest="final_epochs",
             type=int,
             help="epochs to train the derived architecture from scratch (0 = skip)",
+        )
+        recipe = p.add_argument_group(
+            "final training: the DARTS evaluation recipe (darts space only)",
+            "`train`'s --layers, --auxiliary, --drop-path and --cutout, with the --final- prefix of "
+            "--final-epochs. Each sets the config field of its name (final_layers, ...), which --set "
+            "final_layers=20 etc. also reach. Other spaces refuse them by name.",
+        )
+        recipe.add_argument(
+            "--final-layers",
+            dest="final_layers",
+            type=int,
+            metavar="N",
+            help="cells of the final network (default 0 = the space's: 3 x cells_per_stage + 2; DARTS: 20)",
+        )
+        recipe.add_argument(
+            "--final-auxiliary",
+            dest="final_auxiliary",
+            action="store_true",
+            default=None,
+            help="auxiliary head after cell 2*layers//3 in final training only (inputs >= 29x29, e.g. "
+            "--set image_size=32); exports leave it out",
+        )
+        recipe.add_argument(
+            "--final-auxiliary-weight",
+            dest="final_auxiliary_weight",
+            type=float,
+            metavar="W",
+            help="weight of the auxiliary loss (default 0.4, DARTS); only with --final-auxiliary",
+        )
+        recipe.add_argument(
+            "--final-drop-path",
+            dest="final_drop_path",
+            type=float,
+            metavar="P",
+            help="drop-path probability, ramped linearly over the final epochs (default 0 = off; DARTS: 0.2)",
+        )
+        recipe.add_argument(
+            "--final-cutout",
+            dest="final_cutout",
+            type=int,
+            metavar="N",
+            help="cutout of N pixels on final-training images (default 0 = off; DARTS: 16)",
         )
         p.add_argument(
             "--set",

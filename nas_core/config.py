@@ -110,6 +110,49 @@ GENERAL_FIELDS: tuple[ParamSpec, ...] = (
     ParamSpec("final_channels", 16, "int", "Initial channels C of the final network", 1, 256),
     ParamSpec("final_lr", 0.05, "float", "Learning rate for final training (SGD, cosine)", 1e-6, 10.0),
     ParamSpec(
+        "final_layers",
+        0,
+        "int",
+        "Final training, DARTS space: number of cells of the final network (0 = the space's default, "
+        "3 x cells_per_stage + 2; the DARTS paper's CIFAR network has 20)",
+        0,
+        200,
+    ),
+    ParamSpec(
+        "final_auxiliary",
+        False,
+        "bool",
+        "Final training, DARTS space: auxiliary classifier head after the cell at 2/3 depth, used in training "
+        "only (its loss is added with final_auxiliary_weight; exports and the parameter count leave it out). "
+        "Needs inputs of at least 29x29 with two reductions before it, e.g. image_size 32",
+    ),
+    ParamSpec(
+        "final_auxiliary_weight",
+        0.4,
+        "float",
+        "Final training, DARTS space: weight of the auxiliary head's loss (DARTS: 0.4); only with final_auxiliary",
+        0.0,
+        10.0,
+    ),
+    ParamSpec(
+        "final_drop_path",
+        0.0,
+        "float",
+        "Final training, DARTS space: drop-path probability, ramped linearly from 0 over the epochs "
+        "(DARTS: 0.2; 0 = off)",
+        0.0,
+        0.99,
+    ),
+    ParamSpec(
+        "final_cutout",
+        0,
+        "int",
+        "Final training, DARTS space: cutout, one square hole of this side in pixels per training image "
+        "(DARTS: 16 on CIFAR; 0 = off)",
+        0,
+        1024,
+    ),
+    ParamSpec(
         "threads",
         1,
         "int",
@@ -166,6 +209,65 @@ GENERAL_FIELDS: tuple[ParamSpec, ...] = (
 
 _GENERAL = {p.name: p for p in GENERAL_FIELDS}
 
+#: The DARTS evaluation recipe (``cnn/train.py``) for the final training: number of cells, auxiliary head and
+#: its loss weight, drop path, cutout. Offered (Launch page) and accepted (``validated``) only for spaces whose
+#: stand-alone network takes the DARTS network options; see :func:`final_recipe_supported`.
+FINAL_RECIPE_FIELDS: tuple[str, ...] = (
+    "final_layers",
+    "final_auxiliary",
+    "final_auxiliary_weight",
+    "final_drop_path",
+    "final_cutout",
+)
+
+
+def final_recipe_supported(space: Any) -> bool:
+    """Whether ``space``'s final network takes the DARTS evaluation recipe.
+
+    The test is the one the CLI's ``train``/``profile`` use (``nas_core.train.network_options``): the space's
+    ``build_network`` takes ``layers`` and ``auxiliary``. That is the DARTS cell network, the one network
+    with drop path (``drop_path_prob``), so drop path and cutout, the rest of the same recipe, follow it.
+    """
+    from nas_core.train import network_options
+
+    try:
+        network_options(space, layers=1, auxiliary=True)
+    except ConfigError:
+        return False
+    return True
+
+
+def final_network_options(space: Any, layers: int, auxiliary: bool) -> dict[str, Any]:
+    """``build_network`` keyword options of the final network (``layers`` 0 = the space's default).
+
+    Refuses an option the space has not with ``ConfigError("final_layers" | "final_auxiliary", ...)``,
+    the message from ``nas_core.train.network_options``, the CLI's own check.
+    """
+    from nas_core.train import network_options
+
+    try:
+        return network_options(space, layers=layers or None, auxiliary=auxiliary)
+    except ConfigError as exc:
+        raise ConfigError(f"final_{exc.field}", exc.message) from None
+
+
+def _check_final_recipe(space: Any, values: dict[str, Any]) -> None:
+    """Refuse, by field name, recipe options the space's final network does not have or that do nothing."""
+    from nas_core.spaces import SPACES
+
+    final_network_options(space, values["final_layers"], values["final_auxiliary"])
+    if not final_recipe_supported(space):
+        for name, what in (("final_drop_path", "drop path"), ("final_cutout", "cutout")):
+            if values[name]:
+                having = ", ".join(n for n, sp in SPACES.items() if final_recipe_supported(sp))
+                raise ConfigError(
+                    name,
+                    f"the {space.name} space's final training has no {what}: the DARTS evaluation recipe "
+                    f"(final_layers, final_auxiliary, final_drop_path, final_cutout) is for the {having} space",
+                )
+    if not values["final_auxiliary"] and values["final_auxiliary_weight"] != _GENERAL["final_auxiliary_weight"].default:
+        raise ConfigError("final_auxiliary_weight", "has no effect without final_auxiliary (the auxiliary head)")
+
 
 @dataclass
 class ExperimentConfig:
@@ -183,6 +285,11 @@ class ExperimentConfig:
     final_epochs: int = 30
     final_channels: int = 16
     final_lr: float = 0.05
+    final_layers: int = 0
+    final_auxiliary: bool = False
+    final_auxiliary_weight: float = 0.4
+    final_drop_path: float = 0.0
+    final_cutout: int = 0
     threads: int = 1
     channels_last: bool = True
     compile: bool = False
@@ -227,6 +334,7 @@ class ExperimentConfig:
             values[name] = spec.coerce(getattr(self, name), where="")
         if values["val_fraction"] + values["test_fraction"] >= 0.8:
             raise ConfigError("test_fraction", "validation + test fractions must leave at least 20% for training")
+        _check_final_recipe(SPACES[self.space], values)
         if not isinstance(self.params, dict):
             raise ConfigError("params", "must be a mapping of strategy parameters")
         specs = {p.name: p for p in strat.params}

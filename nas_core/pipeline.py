@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from nas_core.config import ExperimentConfig
+from nas_core.config import ConfigError, ExperimentConfig, final_network_options
 from nas_core.data import load_dataset
 from nas_core.export import export_all, sha256
 from nas_core.metrics import device_name, profile_network
@@ -51,6 +51,40 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def final_recipe_text(cfg: ExperimentConfig, network: torch.nn.Module) -> str:
+    """The final training's DARTS-recipe settings in words for the log ("" when none is used)."""
+    parts = []
+    options = dict(getattr(network, "build_options", {}))
+    if "layers" in options:
+        parts.append(f"{options['layers']} cells")
+    if options.get("auxiliary"):
+        parts.append(f"auxiliary head (loss weight {cfg.final_auxiliary_weight:g})")
+    if cfg.final_drop_path > 0:
+        parts.append(f"drop path {cfg.final_drop_path:g}")
+    if cfg.final_cutout > 0:
+        parts.append(f"cutout {cfg.final_cutout}")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def check_final_network(space: Any, cfg: ExperimentConfig, num_classes: int, input_shape: tuple[int, int, int]) -> None:
+    """Build a stand-in final network (a preset genotype, on the meta device: no memory) before the search.
+
+    The auxiliary head's input-size limit depends on the data, not the genotype, so a final network that
+    cannot be built is refused in seconds, naming ``final_auxiliary``, rather than after the whole search.
+    Spaces without presets, or runs without recipe options, are not probed.
+    """
+    options = final_network_options(space, cfg.final_layers, cfg.final_auxiliary)
+    presets = getattr(space, "presets", None)
+    if not options.get("auxiliary") or presets is None or not presets():
+        return
+    stand_in = next(iter(presets().values()))
+    try:
+        with torch.device("meta"):
+            space.build_network(stand_in, num_classes, input_shape, cfg.final_channels, cfg.cells_per_stage, **options)
+    except ConfigError as exc:
+        raise ConfigError(f"final_{exc.field}", exc.message) from None
+
+
 def run_experiment(config: ExperimentConfig, reporter: Reporter) -> ExperimentResult:
     """Run the whole experiment described by ``config``, reporting through ``reporter``."""
     cfg = config.validated()
@@ -64,6 +98,9 @@ def run_experiment(config: ExperimentConfig, reporter: Reporter) -> ExperimentRe
                         image_size=cfg.image_size, max_train_per_class=cfg.max_train_per_class)  # fmt: skip
     reporter.log(f"data: {data.summary()}")
     reporter.log(f"strategy {strategy.label} on {space.label}; {cfg.threads} thread(s) on {device_name(device)}")
+    if not strategy.trains_network:
+        check_final_network(space, cfg, data.num_classes, data.input_shape)
+    final_options = final_network_options(space, cfg.final_layers, cfg.final_auxiliary)
 
     search_units = cfg.epochs * strategy.relative_cost
     final_units = 0.0 if strategy.trains_network else float(cfg.final_epochs)
@@ -85,9 +122,12 @@ def run_experiment(config: ExperimentConfig, reporter: Reporter) -> ExperimentRe
                      f"test accuracy {accuracy:.4f}")  # fmt: skip
     elif cfg.final_epochs > 0:
         net = space.build_network(
-            outcome.genotype, data.num_classes, data.input_shape, cfg.final_channels, cfg.cells_per_stage
+            outcome.genotype, data.num_classes, data.input_shape, cfg.final_channels, cfg.cells_per_stage,
+            **final_options,
+        )  # fmt: skip
+        reporter.log(
+            f"training the derived architecture from scratch for {cfg.final_epochs} epochs{final_recipe_text(cfg, net)}"
         )
-        reporter.log(f"training the derived architecture from scratch for {cfg.final_epochs} epochs")
         res = train_network(
             net,
             data,
@@ -98,13 +138,17 @@ def run_experiment(config: ExperimentConfig, reporter: Reporter) -> ExperimentRe
             seed=cfg.seed,
             channels_last=cfg.channels_last,
             progress_span=(split, 1.0),
+            auxiliary_weight=cfg.final_auxiliary_weight,
+            drop_path=cfg.final_drop_path,
+            cutout=cfg.final_cutout,
         )
         accuracy, kind = res["test_acc"], "test"
         reporter.log(f"final network: test accuracy {accuracy:.4f} (val {res['val_acc']:.4f})")
     else:
         net = space.build_network(
-            outcome.genotype, data.num_classes, data.input_shape, cfg.final_channels, cfg.cells_per_stage
-        )
+            outcome.genotype, data.num_classes, data.input_shape, cfg.final_channels, cfg.cells_per_stage,
+            **final_options,
+        )  # fmt: skip
         accuracy, kind = outcome.accuracy, outcome.accuracy_kind
     train_seconds = time.perf_counter() - t1
 

@@ -7,15 +7,23 @@ from typing import Any
 
 import streamlit as st
 
-from nas_core.config import GENERAL_FIELDS, ConfigError, ExperimentConfig, ParamSpec
+from nas_core.config import (
+    FINAL_RECIPE_FIELDS,
+    GENERAL_FIELDS,
+    ConfigError,
+    ExperimentConfig,
+    ParamSpec,
+    final_recipe_supported,
+)
 from nas_core.data import DATASETS
 from nas_core.spaces import SPACES
 from nas_core.strategies import STRATEGIES
 from storage import repo
 from views.common import PAGES, ensure_worker, guarded
 
-#: General fields shown up front; the rest go under "Network and runtime".
+#: General fields shown up front; final training's under "Final training"; the rest under "Network and runtime".
 MAIN_FIELDS = ("epochs", "seed", "batch_size", "final_epochs")
+FINAL_FIELDS = ("final_channels", "final_lr")
 
 
 def _bounds(spec: ParamSpec) -> str:
@@ -65,6 +73,29 @@ def _queue(config: dict[str, Any]) -> None:
         st.warning(warning)
 
 
+def _final_training(space: str) -> dict[str, Any]:
+    """Final-training inputs; the DARTS evaluation recipe's only where the space's network takes it.
+
+    Elsewhere those fields are not sent, so the config keeps their defaults (validated() would refuse others).
+    """
+    st.caption("How the derived architecture is trained from scratch after the search (final epochs 0 skips it).")
+    values = _columns([p for p in GENERAL_FIELDS if p.name in FINAL_FIELDS], "g_")
+    if final_recipe_supported(SPACES[space]):
+        st.markdown("**DARTS evaluation recipe**")
+        st.caption(
+            "The paper's CIFAR-10 network: 20 cells, C=36 (final channels), auxiliary head with loss weight 0.4, "
+            "drop path 0.2, cutout 16. The auxiliary head needs inputs of at least 29x29 (image size 32 under "
+            "Network and runtime for the 8x8 built-in sets)."
+        )
+        values |= _columns([p for p in GENERAL_FIELDS if p.name in FINAL_RECIPE_FIELDS], "g_")
+    else:
+        st.caption(
+            f"{SPACES[space].label}: trained with its own recipe; the DARTS evaluation recipe (cells, auxiliary "
+            "head, drop path, cutout) is for the DARTS cell space."
+        )
+    return values
+
+
 @guarded
 def main() -> None:
     st.title("Launch a search")
@@ -85,7 +116,10 @@ def main() -> None:
         folder = right.text_input("Data folder (only for data sets read from disk)", key="data_folder")
         general = _columns([p for p in GENERAL_FIELDS if p.name in MAIN_FIELDS], "g_")
         with st.expander("Network and runtime"):
-            general |= _columns([p for p in GENERAL_FIELDS if p.name not in MAIN_FIELDS], "g_")
+            shown = (*MAIN_FIELDS, *FINAL_FIELDS, *FINAL_RECIPE_FIELDS)
+            general |= _columns([p for p in GENERAL_FIELDS if p.name not in shown], "g_")
+        with st.expander("Final training"):
+            general |= _final_training(space)
         st.markdown(f"**{strat.label} hyperparameters**")
         params = _columns(list(strat.params), f"p_{strategy}_")
         submitted = st.form_submit_button("Launch", type="primary")
