@@ -1,10 +1,15 @@
 """TE-NAS cost: time per NTK evaluation (ours vs the reference's loop), per region count, NTK time against
 batch size, and the wall time of a full NB201 prune on digits at the reference's settings.
 
-    python bench/bench_tenas.py [--threads 1] [--batches 24 48 72 96] [--no-search] [--big]
+    python bench/bench_tenas.py [--threads 1] [--workers N] [--batches 24 48 72 96] [--no-search] [--big]
         [--search-dataset SPEC | --cifar-like]
 
-``--big`` also times the NTK on 3x32x32 inputs (the issue's reference figures were measured on those).
+``--big`` also times the NTK on 3x32x32 inputs (the issue's reference figures were measured on those), with
+our per-sample loop on one thread and on ``--workers`` threads (default: ``--threads``), the reference's
+plain loop on our network, and -- when xautodl is installed -- the reference's own construction: xautodl's
+NB201 ``TinyNetworkDarts`` (C=3, N=1, every op its own module, TE-NAS's rule of skipping ops whose weight is
+<= 0.01) with the reference's ``.backward`` loop. From those it prints the cost of a full prune both ways:
+ours evaluates each round's supernet once per repeat, the reference twice per candidate.
 ``--search-dataset cifar10:/path`` runs the full search on real CIFAR-10; ``--cifar-like`` on a temporary
 CIFAR-10-layout folder of random 3x32x32 images (the proxies' cost depends on the shapes, not the pixels).
 Numbers are medians of ``--reps`` timed calls after one warm-up call.
@@ -38,6 +43,7 @@ from nas_core.proxies import (  # noqa: E402
     ntk_condition_number_reference,
 )
 from nas_core.reporting import MemoryReporter  # noqa: E402
+from nas_core.strategies.tenas import planned_evaluations  # noqa: E402
 
 
 def timed(fn: Callable[[], object], reps: int) -> float:
@@ -49,6 +55,58 @@ def timed(fn: Callable[[], object], reps: int) -> float:
         fn()
         out.append(time.perf_counter() - t)
     return statistics.median(out)
+
+
+def reference_peer(num_classes: int, in_ch: int):
+    """xautodl's NB201 search network at TE-NAS's NTK settings, forward as TE-NAS's cell: (net, forward), or None."""
+    try:
+        from xautodl.models.cell_operations import SearchSpaceNames
+        from xautodl.models.cell_searchs.search_cells import NAS201SearchCell
+        from xautodl.models.cell_searchs.search_model_darts import TinyNetworkDarts
+    except ImportError:
+        return None
+    import types
+
+    def cell_forward(self, inputs, weightss):  # every op its own module; ops of weight <= 0.01 skipped
+        nodes = [inputs]
+        for i in range(1, self.max_nodes):
+            total = 0
+            for j in range(i):
+                key = f"{i}<-{j}"
+                for op, w in zip(self.edges[key], weightss[self.edge2index[key]]):
+                    if w > 0.01:
+                        total = total + op(nodes[j]) * w
+            nodes.append(total)
+        return nodes[-1]
+
+    torch.manual_seed(0)
+    net = TinyNetworkDarts(3, 1, 4, num_classes, SearchSpaceNames["nas-bench-201"], True, False)
+    if in_ch != 3:
+        return None
+    for cell in net.cells:
+        if isinstance(cell, NAS201SearchCell):
+            cell.forward = types.MethodType(cell_forward, cell)
+    with torch.no_grad():
+        net.arch_parameters.zero_()
+        net.arch_parameters[:, 0] = -1000.0  # `none` removed, 4 ops per edge: the prune's first state
+    return net
+
+
+def reference_loop(net: torch.nn.Module, x: torch.Tensor) -> float:
+    """TE-NAS's get_ntk_n on one network: per-sample ``.backward`` into ``.grad`` of every parameter."""
+    net.train()
+    net.zero_grad()
+    logits = net(x)[1]
+    grads = []
+    for i in range(len(x)):
+        logits[i : i + 1].backward(torch.ones_like(logits[i : i + 1]), retain_graph=True)
+        grads.append(
+            torch.cat([p.grad.view(-1) for n, p in net.named_parameters() if "weight" in n and p.grad is not None])
+        )
+        net.zero_grad()
+    g = torch.stack(grads)
+    ev = torch.linalg.eigvalsh(g @ g.T)
+    return (ev[-1] / ev[0]).item()
 
 
 def full_supernet_weights() -> torch.Tensor:
@@ -82,12 +140,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batches", type=int, nargs="+", default=[24, 48, 72, 96])
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=0, help="threads for the per-sample NTK loop (0 = --threads)")
     ap.add_argument("--no-search", action="store_true", help="skip the full search")
     ap.add_argument("--big", action="store_true", help="also time the NTK on 3x32x32 inputs")
     ap.add_argument("--search-dataset", default="digits", help="data set of the full search (default digits)")
     ap.add_argument("--cifar-like", action="store_true", help="full search on random 3x32x32 CIFAR-layout data")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    args.workers = args.workers or args.threads
     print(f"torch {torch.__version__}, {args.threads} thread(s), {os.cpu_count()} CPU(s), load {os.getloadavg()}")
 
     data = load_dataset("digits", 0)
@@ -116,9 +176,30 @@ def main() -> None:
         net = NTKNet(10, 3)
         init_proxy(net, "kaiming", "fan_out")
         xb = torch.randn(72, 3, 32, 32)
-        f = timed(lambda: ntk_condition_number(net, xb, w), 1)
-        r = timed(lambda: ntk_condition_number_reference(net, xb, w), 1)
-        print(f"\nNTK batch 72 of 3x32x32: ours {f:.3f} s, reference loop {r:.3f} s ({r / f:.2f}x)")
+        one = timed(lambda: ntk_condition_number(net, xb, w, workers=1), args.reps)
+        par = timed(lambda: ntk_condition_number(net, xb, w, workers=args.workers), args.reps)
+        ref = timed(lambda: ntk_condition_number_reference(net, xb, w), 1)
+        print("\nNTK batch 72 of 3x32x32 (C=3 N=1 NTK net, full supernet):")
+        print(f"  ours, 1 worker thread         {one:7.3f} s")
+        print(f"  ours, {args.workers} worker thread(s)        {par:7.3f} s")
+        print(f"  reference loop, our network   {ref:7.3f} s")
+        peer = reference_peer(10, 3)
+        per_repeat = planned_evaluations([4] * 6, 1)  # supernets + candidates + final, per repeat
+        candidates = sum(n * 6 for n in (4, 3, 2))  # the reference: 2 NTKs and 2 region counts per candidate
+        ours_prune = 3 * per_repeat * (par + reg)
+        print(
+            f"  full prune, ours: 3 x {per_repeat} evaluations x ({par:.2f} + {reg:.2f}) s = {ours_prune / 60:.1f} min"
+        )
+        if peer is None:
+            print("  (xautodl not installed: the reference's own network is not timed)")
+        else:
+            peer_t = timed(lambda: reference_loop(peer, xb), 1)
+            ref_prune = 3 * candidates * 2 * (peer_t + reg)
+            print(
+                f"  reference construction (xautodl TinyNetworkDarts, TE-NAS skip rule, .backward loop) {peer_t:7.3f} s"
+            )
+            print(f"  full prune, reference: 3 x {candidates} candidates x 2 x ({peer_t:.2f} + {reg:.2f}) s = "
+                  f"{ref_prune / 60:.1f} min -> ours is {ref_prune / ours_prune:.1f}x faster")  # fmt: skip
 
     if not args.no_search:
         with tempfile.TemporaryDirectory() as tmp:

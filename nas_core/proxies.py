@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +25,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas_core.spaces.nb201 import EDGE_PAIRS, NUM_NODES, OPS, NB201Genotype, SearchCell, _Skeleton
+from nas_core.spaces.nb201 import (
+    EDGE_PAIRS,
+    NUM_NODES,
+    OPS,
+    NB201Genotype,
+    SearchCell,
+    _Skeleton,
+    avg_pool_3x3_exclude_pad,
+)
 
 INITS: tuple[str, ...] = ("kaiming", "pytorch-default")
 #: ops whose weight is at or below this are skipped, as the reference's mixed op does
@@ -85,7 +94,7 @@ class ProxyCell(SearchCell):
                     outs[k].append(w_all[k][_I_SKIP] * h)
                 if act[k][_I_POOL]:
                     if pool is None:
-                        pool = F.avg_pool2d(h, 3, 1, 1, count_include_pad=False)
+                        pool = avg_pool_3x3_exclude_pad(h)
                     outs[k].append(w_all[k][_I_POOL] * pool)
                 partial.setdefault(EDGE_PAIRS[k][0], []).extend(outs[k])
             terms = partial.pop(src + 1, [])
@@ -194,25 +203,40 @@ def _kappa(grads: torch.Tensor) -> float:
     return k
 
 
-def ntk_condition_number(model: nn.Module, x: torch.Tensor, *args: torch.Tensor) -> float:
+def ntk_condition_number(model: nn.Module, x: torch.Tensor, *args: torch.Tensor, workers: int = 0) -> float:
     """kappa = lambda_max / lambda_min of Theta = G G^T, G[n] = d(sum of sample n's logits)/d(weights).
 
     As the reference: train mode (BN on batch statistics, so one forward of the whole batch; samples
     are coupled and per-sample forwards would change the numbers), gradients of the parameters whose
     name contains "weight" that take part in the forward. Faster than the reference loop because it
-    asks autograd for just those gradients per sample, accumulating nothing in ``.grad``. Extra
-    positional ``args`` go to ``model`` (the proxy nets take the op weights). NaN -> 1e5.
+    asks autograd for just those gradients per sample, accumulating nothing in ``.grad``, and because
+    the per-sample backward passes (independent given the forward graph) run on ``workers`` threads at
+    once, one core each; ``0`` = torch's intra-op thread count. Tiny proxy nets keep a core busy far
+    better this way than with intra-op threads inside each small kernel. Extra positional ``args`` go to
+    ``model`` (the proxy nets take the op weights). NaN -> 1e5.
     """
     model.train()
     params = [p for name, p in model.named_parameters() if "weight" in name and p.requires_grad]
     out = model(x, *args)
     s = out.sum(dim=1)
     n = s.shape[0]
-    rows: list[torch.Tensor] = []
-    for i in range(n):
-        g = torch.autograd.grad(s[i], params, retain_graph=i < n - 1, allow_unused=True)
-        rows.append(torch.cat([t.reshape(-1) for t in g if t is not None]))
-    return _kappa(torch.stack(rows))
+    rows: list[torch.Tensor | None] = [None] * n
+
+    def backward(indices: Sequence[int], single_thread: bool) -> None:
+        if single_thread:
+            torch.set_num_threads(1)  # this worker thread's own setting: one core per worker
+        for i in indices:
+            g = torch.autograd.grad(s[i], params, retain_graph=True, allow_unused=True)
+            rows[i] = torch.cat([t.reshape(-1) for t in g if t is not None])
+
+    workers = min(n, workers if workers > 0 else torch.get_num_threads())
+    if workers <= 1:
+        backward(range(n), single_thread=False)
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            for f in [pool.submit(backward, range(k, n, workers), True) for k in range(workers)]:
+                f.result()
+    return _kappa(torch.stack(rows))  # type: ignore[arg-type]
 
 
 def ntk_condition_number_reference(model: nn.Module, x: torch.Tensor, *args: torch.Tensor) -> float:

@@ -113,3 +113,23 @@ def test_supernet_genotype_is_argmax_including_none():
         net.alpha[:, 0] = 1.0  # none everywhere
         net.alpha[0, 3] = 2.0  # nor_conv_3x3 on 1<-0
     assert SP.format(net.genotype()) == "|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|"
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("shape", [(4, 3, 8, 8), (2, 16, 5, 7), (3, 1, 1, 1)])
+def test_fast_exclude_pad_pool_equals_pytorch(shape, channels_last):
+    """Both paths of the pool (shifted adds; padding-inclusive kernel rescaled) against PyTorch's own."""
+    from nas_core.spaces.nb201 import avg_pool_3x3_exclude_pad
+
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    a = x.clone().requires_grad_()
+    b = x.clone().requires_grad_()
+    ya = avg_pool_3x3_exclude_pad(a)
+    yb = torch.nn.functional.avg_pool2d(b, 3, 1, 1, count_include_pad=False)
+    assert ya.shape == yb.shape and torch.allclose(ya, yb, atol=1e-6)
+    g = torch.randn_like(yb)
+    ya.backward(g)
+    yb.backward(g)
+    assert torch.allclose(a.grad, b.grad, atol=1e-6)

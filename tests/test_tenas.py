@@ -81,6 +81,19 @@ def test_ntk_equals_the_plain_per_sample_loop() -> None:
     assert fast == pytest.approx(ref, rel=1e-4)
 
 
+def test_ntk_on_worker_threads_equals_the_single_thread_loop() -> None:
+    """The per-sample backward passes split over threads give the same Gram matrix, and leave the
+    caller's intra-op thread setting alone."""
+    x = torch.randn(13, 3, 8, 8, generator=torch.Generator().manual_seed(6))
+    w = _partly_pruned()
+    net = _ntk_net(7)
+    before = torch.get_num_threads()
+    one = ntk_condition_number(net, x, w, workers=1)
+    for workers in (2, 3):
+        assert ntk_condition_number(net, x, w, workers=workers) == pytest.approx(one, rel=1e-4)
+    assert torch.get_num_threads() == before
+
+
 def test_ntk_reference_is_the_gram_matrix_of_per_sample_gradients() -> None:
     """The plain loop against G built one sample at a time with autograd on every 'weight' param."""
     x = torch.randn(10, 3, 8, 8, generator=torch.Generator().manual_seed(2))
