@@ -446,18 +446,18 @@ def cmd_proxies(args: argparse.Namespace) -> int:
     import torch
 
     from nas_core.data import check_dataset, load_dataset
-    from nas_core.proxies import INITS, genotype_proxies
+    from nas_core.proxies import INITS, PROXY_SPACES, genotype_proxies
 
     checks = [("repeats", 1), ("batch", 2), ("region_samples", 1), ("seed", 0)]
     for name, low in checks:
-        if getattr(args, name) < low:
+        if getattr(args, name) is not None and getattr(args, name) < low:
             raise UsageError(f"--{name.replace('_', '-')}: must be >= {low}")
     if args.init not in INITS:
         raise UsageError(f"--init: choose from {', '.join(INITS)}")
     if args.threads is not None and args.threads < 1:
         raise UsageError("--threads: must be >= 1")
-    if args.space != "nb201":
-        raise UsageError(f"--space: proxies are implemented for nb201 only, not {args.space!r}")
+    if args.space not in PROXY_SPACES:
+        raise UsageError(f"--space: proxies are implemented for {', '.join(PROXY_SPACES)}, not {args.space!r}")
     check_dataset(args.dataset)
     sp, g = _space_and_genotype(args.space, args.genotype)
     if args.threads is not None:
@@ -659,7 +659,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--genotype", required=True)
     p.add_argument("--dataset", default="digits", help="data set the NTK batch and region crops come from")
     p.add_argument("--repeats", type=int, default=3, help="inits (and NTK batches) to average over")
-    p.add_argument("--batch", type=int, default=72, help="NTK batch size (the reference: 72 on NB201)")
+    p.add_argument(
+        "--batch", type=int, default=None, help="NTK batch size (default: the reference's, 72 on NB201, 14 on DARTS)"
+    )
     p.add_argument(
         "--region-samples", dest="region_samples", type=int, default=1000, help="samples per region batch (3 batches)"
     )

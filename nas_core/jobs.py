@@ -301,7 +301,7 @@ def run_job(
         return _summary(experiment_id, status, result, None)
 
 
-PROXY_DEFAULTS: dict[str, Any] = {"repeats": 3, "ntk_batch": 72, "region_samples": 1000, "init": "kaiming", "seed": 0}
+PROXY_DEFAULTS: dict[str, Any] = {"repeats": 3, "ntk_batch": 0, "region_samples": 1000, "init": "kaiming", "seed": 0}
 
 
 def run_proxies(exp: dict[str, Any], reporter: DBReporter, url: str | None) -> dict[str, Any]:
@@ -314,7 +314,7 @@ def run_proxies(exp: dict[str, Any], reporter: DBReporter, url: str | None) -> d
     import torch
 
     from nas_core.data import load_dataset
-    from nas_core.proxies import genotype_proxies
+    from nas_core.proxies import PROXY_SPACES, genotype_proxies
     from nas_core.spaces import get_space
 
     cfg = exp["config"]
@@ -332,9 +332,11 @@ def run_proxies(exp: dict[str, Any], reporter: DBReporter, url: str | None) -> d
 
     for i, row in enumerate(rows):
         check()
-        if row["space"] != "nb201":
+        if row["space"] not in PROXY_SPACES:
             skipped += 1
-            reporter.log(f"architecture #{row['id']}: proxies are implemented for nb201 only, not {row['space']}")
+            reporter.log(
+                f"architecture #{row['id']}: proxies are implemented for {', '.join(PROXY_SPACES)}, not {row['space']}"
+            )
             continue
         conf = row["config"]
         key = (row["dataset"], int(conf.get("seed", 0)), float(conf.get("val_fraction", 0.2)),
@@ -343,14 +345,14 @@ def run_proxies(exp: dict[str, Any], reporter: DBReporter, url: str | None) -> d
         if key not in data_cache:  # the experiment's own data, split and sized as its search saw it
             data_cache[key] = load_dataset(*key[:4], image_size=key[4], max_train_per_class=key[5])
         data = data_cache[key]
-        genotype = get_space("nb201").parse(row["genotype"])
+        genotype = get_space(row["space"]).parse(row["genotype"])
         t0 = time.perf_counter()
         out = genotype_proxies(
             genotype,
             data.x_train,
             data.num_classes,
             repeats=int(settings["repeats"]),
-            ntk_batch=int(settings["ntk_batch"]),
+            ntk_batch=int(settings["ntk_batch"]) or None,  # 0: the space's reference batch
             region_samples=int(settings["region_samples"]),
             init=str(settings["init"]),
             seed=int(settings["seed"]),

@@ -4,7 +4,8 @@ Both are computed on small "proxy" versions of the NB201 supernet, as the refere
 (``VITA-Group/TENAS``): the NTK net is the NB201 skeleton with C=3, N=1 (stem kept); the region net is
 one cell with C=1 and no stem, fed 3x3 crops of one channel. Mixed edges weight their ops by the given
 per-edge weights (softmax of alpha) and skip every op whose weight is <= 0.01, so ops pruned with
-alpha = -1000 are not computed at all and their parameters drop out of the NTK.
+alpha = -1000 are not computed at all and their parameters drop out of the NTK. The convs' BNs are
+affine (``affine=True`` in the reference's proxy config), so their gammas are NTK weights too.
 
 Initialisation (``init``): ``"kaiming"`` (the default) is what the paper intends: Kaiming-normal
 weights, fan-out for the NTK net and fan-in for the region net, BN gamma 1 and beta 0, biases 0.
@@ -16,7 +17,7 @@ default init (BN 1/0 and biases 0 are still set).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nas_core.spaces.darts_genotype import DartsGenotype
 from nas_core.spaces.nb201 import (
     EDGE_PAIRS,
     NUM_NODES,
@@ -57,11 +59,16 @@ class ProxyCell(SearchCell):
     (pruned ops must vanish from the NTK) and hookable ReLUs (linear regions). One ReLU per source
     node stands for the reference's per-op ReLUs: they see the same input, so the duplicated
     activation patterns of the reference carry no extra information and give the same region count.
+    Each conv op has its own affine BN (batch statistics, as in train mode), as the reference's proxy
+    supernet; its gamma is a "weight" of the NTK. The op weight scales gamma and beta: w * BN(y).
     """
 
     def __init__(self, c: int, fused: bool = True) -> None:
         super().__init__(c, fused=fused)
         self.relus = nn.ModuleList(nn.ReLU() for _ in range(NUM_NODES - 1))
+        for edge in self.edges:
+            edge.bn1 = nn.BatchNorm2d(c, track_running_stats=False)
+            edge.bn3 = nn.BatchNorm2d(c, track_running_stats=False)
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         w_all = weights.tolist()
@@ -76,16 +83,18 @@ class ProxyCell(SearchCell):
         for src in range(NUM_NODES - 1):
             h = nodes[src]
             outs: dict[int, list[torch.Tensor]] = {k: [] for k in self._out_edges[src]}
-            convs = [(_I_C1, "conv1", 0), (_I_C3, "conv3", 1)]
-            if any(act[k][i] for k in outs for i, _, _ in convs):
+            convs = [(_I_C1, "conv1", "bn1", 0), (_I_C3, "conv3", "bn3", 1)]
+            if any(act[k][i] for k in outs for i, _, _, _ in convs):
                 r = self.relus[src](h)
-                for i, name, pad in convs:
+                for i, name, bn_name, pad in convs:
                     ks = [k for k in outs if act[k][i]]
                     if not ks:
                         continue
                     wt = torch.cat([getattr(self.edges[k], name).weight for k in ks])
-                    scale = torch.tensor([w_all[k][i] for k in ks]).repeat_interleave(c)
-                    y = F.batch_norm(F.conv2d(r, wt, padding=pad), None, None, scale, None, True, 0.0, 1e-5)
+                    bns = [getattr(self.edges[k], bn_name) for k in ks]
+                    scale = torch.cat([bn.weight * w_all[k][i] for k, bn in zip(ks, bns)])
+                    shift = torch.cat([bn.bias * w_all[k][i] for k, bn in zip(ks, bns)])
+                    y = F.batch_norm(F.conv2d(r, wt, padding=pad), None, None, scale, shift, True, 0.0, 1e-5)
                     for k, yk in zip(ks, y.split(c, dim=1)):
                         outs[k].append(yk)
             pool = None
@@ -118,9 +127,9 @@ class ProxyCell(SearchCell):
                         relu_cache[j] = self.relus[j](h)
                     r = relu_cache[j]
                     if a[_I_C1]:
-                        terms.append(w[_I_C1] * _bn(e.conv1(r)))
+                        terms.append(w[_I_C1] * _bn(e.conv1(r), e.bn1))
                     if a[_I_C3]:
-                        terms.append(w[_I_C3] * _bn(e.conv3(r)))
+                        terms.append(w[_I_C3] * _bn(e.conv3(r), e.bn3))
                 if a[_I_POOL]:
                     terms.append(w[_I_POOL] * F.avg_pool2d(h, 3, 1, 1, count_include_pad=False))
                 # `none` adds w * 0: nothing
@@ -135,8 +144,8 @@ def _sum(terms: list[torch.Tensor]) -> torch.Tensor:
     return total
 
 
-def _bn(x: torch.Tensor) -> torch.Tensor:
-    return F.batch_norm(x, None, None, training=True, eps=1e-5)
+def _bn(x: torch.Tensor, bn: nn.BatchNorm2d) -> torch.Tensor:
+    return F.batch_norm(x, None, None, bn.weight, bn.bias, training=True, eps=1e-5)
 
 
 class NTKNet(_Skeleton):
@@ -336,26 +345,80 @@ def region_inputs(x_train: torch.Tensor, samples: int, batches: int, generator: 
 # evaluating many op-weight settings on the same networks, batches and inits
 
 
+#: spaces the proxies are built for, and the reference's NTK batch on each (NB201: 72; DARTS/CIFAR-10: 14)
+PROXY_SPACES: tuple[str, ...] = ("nb201", "darts")
+DEFAULT_NTK_BATCH: dict[str, int] = {"nb201": 72, "darts": 14}
+
+
+@dataclass(frozen=True)
+class _ProxySpace:
+    """How one space's proxies are built and called: the two nets, the two measures, the weight arguments."""
+
+    build: Callable[[int, int], tuple[nn.Module, nn.Module]]  # (num_classes, in_ch) -> (ntk net, region net)
+    ntk: Callable[..., float]
+    ntk_reference: Callable[..., float]
+    regions: Callable[..., int]
+    args: Callable[[Any], tuple[torch.Tensor, ...]]  # one weight setting -> the nets' extra forward arguments
+
+
+def _nb201_args(weights: Any) -> tuple[torch.Tensor, ...]:
+    if not isinstance(weights, torch.Tensor) or tuple(weights.shape) != (len(EDGE_PAIRS), len(OPS)):
+        got = tuple(weights.shape) if isinstance(weights, torch.Tensor) else type(weights).__name__
+        raise ValueError(f"NB201 op weights must be a {len(EDGE_PAIRS)}x{len(OPS)} tensor, got {got}")
+    return (weights,)
+
+
+def proxy_space(space: str) -> _ProxySpace:
+    """The proxy networks and measures of ``space`` (the DARTS ones live in :mod:`nas_core.proxies_darts`)."""
+    if space == "nb201":
+        return _ProxySpace(
+            build=lambda classes, in_ch: (NTKNet(classes, in_ch), RegionNet()),
+            ntk=ntk_condition_number,
+            ntk_reference=ntk_condition_number_reference,
+            regions=linear_regions,
+            args=_nb201_args,
+        )
+    if space == "darts":
+        from nas_core import proxies_darts as pdarts  # imports this module: loaded on first use
+
+        return _ProxySpace(
+            build=lambda classes, in_ch: (pdarts.ntk_net(classes, in_ch), pdarts.region_net(classes)),
+            ntk=pdarts.ntk_condition_number_batched,
+            ntk_reference=ntk_condition_number_reference,
+            regions=pdarts.linear_regions_grouped,
+            args=pdarts.weight_args,
+        )
+    raise ValueError(f"the TE-NAS proxies are built for the spaces {', '.join(PROXY_SPACES)}, not {space!r}")
+
+
 @dataclass
 class ProxyEvaluator:
-    """Scores op-weight matrices (edges x ops) with both proxies; one repeat = one init and one batch.
+    """Scores op-weight settings with both proxies; one repeat = one init and one batch.
 
     ``evaluate(weights_list, seed)`` initialises both proxy nets and draws the NTK batch from ``seed``,
-    then scores every weight matrix on those same networks and inputs, so the deltas between a
+    then scores every weight setting on those same networks and inputs, so the deltas between a
     supernet and its candidates compare like with like (as the reference copies the weights across).
     The region inputs are drawn once (the reference reseeds its loader with the same seed each time).
+
+    A weight setting is, on ``space="nb201"``, one (6 x 5) matrix; on ``space="darts"``, the (14 x 8)
+    matrices of both cell types as ``{"normal": w, "reduce": w}`` or a ``(normal, reduce)`` pair (an
+    all-zero row: the edge is removed). ``ntk_batch=None`` takes the reference's batch for the space.
     """
 
     x_train: torch.Tensor
     num_classes: int
-    ntk_batch: int = 72
+    ntk_batch: int | None = None
     region_samples: int = 1000
     region_batches: int = 3
     init: str = "kaiming"
     seed: int = 0
     fast: bool = True
+    space: str = "nb201"
 
     def __post_init__(self) -> None:
+        self._space = proxy_space(self.space)
+        if self.ntk_batch is None:
+            self.ntk_batch = DEFAULT_NTK_BATCH[self.space]
         if self.init not in INITS:
             raise ValueError(f"unknown init {self.init!r}; choose from {', '.join(INITS)}")
         if self.ntk_batch < 2:
@@ -364,60 +427,69 @@ class ProxyEvaluator:
             raise ValueError("region_samples must be >= 1")
         with torch.random.fork_rng():
             torch.manual_seed(self.seed)
-            self.ntk_net = NTKNet(self.num_classes, int(self.x_train.shape[1]))
-            self.region_net = RegionNet()
+            self.ntk_net, self.region_net = self._space.build(self.num_classes, int(self.x_train.shape[1]))
         gen = torch.Generator().manual_seed(self.seed + 7919)
         self.region_x = region_inputs(self.x_train, self.region_samples, self.region_batches, gen)
 
     def settings(self) -> dict[str, Any]:
         """What the scores depend on besides the architecture, stored beside them so like is compared with like."""
-        n = min(self.ntk_batch, len(self.x_train))
+        n = min(int(self.ntk_batch), len(self.x_train))  # type: ignore[arg-type]
         return {"ntk_batch": n, "region_samples": self.region_samples, "init": self.init, "seed": self.seed}
 
-    def evaluate(self, weights_list: Sequence[torch.Tensor], seed: int, check=None) -> list[tuple[float, int]]:
-        """(kappa, regions) per weight matrix, for one repeat seeded by ``seed``; ``check()`` between items."""
+    def evaluate(self, weights_list: Sequence[Any], seed: int, check=None) -> list[tuple[float, int]]:
+        """(kappa, regions) per weight setting, for one repeat seeded by ``seed``; ``check()`` between items."""
+        args = [self._space.args(w) for w in weights_list]  # bad settings fail before any work
         gen = torch.Generator().manual_seed(seed)
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             init_proxy(self.ntk_net, self.init, "fan_out")
             init_proxy(self.region_net, self.init, "fan_in")
-        n = min(self.ntk_batch, len(self.x_train))
+        n = min(int(self.ntk_batch), len(self.x_train))  # type: ignore[arg-type]
         xb = self.x_train[torch.randperm(len(self.x_train), generator=gen)[:n]].float()
-        ntk = ntk_condition_number if self.fast else ntk_condition_number_reference
+        ntk = self._space.ntk if self.fast else self._space.ntk_reference
         out = []
-        for w in weights_list:
+        for a in args:
             if check is not None:
                 check()
-            kappa = ntk(self.ntk_net, xb, w)
-            regions = linear_regions(self.region_net, self.region_x, w)
+            kappa = ntk(self.ntk_net, xb, *a)
+            regions = self._space.regions(self.region_net, self.region_x, *a)
             out.append((kappa, regions))
         return out
 
 
 def genotype_proxies(
-    genotype: NB201Genotype,
+    genotype: NB201Genotype | DartsGenotype,
     x_train: torch.Tensor,
     num_classes: int,
     *,
     repeats: int = 3,
-    ntk_batch: int = 72,
+    ntk_batch: int | None = None,
     region_samples: int = 1000,
     init: str = "kaiming",
     seed: int = 0,
     check=None,
 ) -> dict[str, Any]:
-    """Both proxies of one stand-alone architecture, averaged over ``repeats`` inits and batches.
+    """Both proxies of one stand-alone architecture (NB201 or DARTS), averaged over ``repeats`` inits and batches.
 
-    The seeds per repeat are those TE-NAS's first round uses, so an architecture scores the same here
-    as when a search reaches it with the same settings. Returns ``ntk_cond``, ``linear_regions``, the
-    per-repeat values and the settings.
+    The architecture is its space's proxy supernet with every other op (and, on DARTS, every other edge)
+    pruned. The seeds per repeat are those TE-NAS's first round uses, so an architecture scores the same
+    here as when a search reaches it with the same settings. ``ntk_batch=None``: the reference's batch for
+    the space (72 on NB201, 14 on DARTS). Returns ``ntk_cond``, ``linear_regions``, the per-repeat values
+    and the settings.
     """
     if repeats < 1:
         raise ValueError("repeats must be >= 1")
+    if isinstance(genotype, NB201Genotype):
+        space, w = "nb201", genotype_weights(genotype)
+    elif isinstance(genotype, DartsGenotype):
+        from nas_core.proxies_darts import genotype_weights as darts_genotype_weights
+
+        space, w = "darts", darts_genotype_weights(genotype)
+    else:
+        raise ValueError(f"proxies need an NB201 or DARTS genotype, got {type(genotype).__name__}")
     ev = ProxyEvaluator(
-        x_train, num_classes, ntk_batch=ntk_batch, region_samples=region_samples, init=init, seed=seed
+        x_train, num_classes, ntk_batch=ntk_batch, region_samples=region_samples, init=init, seed=seed, space=space
     )
-    w = genotype_weights(genotype)
     per_repeat = [ev.evaluate([w], seed * 100_003 + r, check=check)[0] for r in range(repeats)]
     kappas, regions = [float(k) for k, _ in per_repeat], [float(r) for _, r in per_repeat]
     return {

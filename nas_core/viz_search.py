@@ -29,7 +29,9 @@ SERIES_TITLES: dict[str, tuple[str, str]] = {
     "ops": ("Ops left in the supernet", "ops"),
     "seconds": ("Wall time", "s"),
 }
-PRUNE_COLUMNS = ["round", "edge", "op", "d_kappa", "d_regions", "kappa_rank", "regions_rank", "rank_sum"]
+PRUNE_COLUMNS = [
+    "round", "stage", "cell", "edge", "op", "d_kappa", "d_regions", "kappa_rank", "regions_rank", "rank_sum",
+]  # fmt: skip
 PROXIES = {"ntk_cond": "NTK condition number", "linear_regions": "linear regions"}
 
 
@@ -73,7 +75,11 @@ def series_figure(series_df: pd.DataFrame, group: str, x_label: str = "step") ->
 
 
 def prune_table(events_df: pd.DataFrame) -> pd.DataFrame:
-    """One row per pruned op: round, edge, op, its relative kappa and region changes, and both ranks."""
+    """One row per pruned op: round, edge, op, its relative kappa and region changes, and both ranks.
+
+    ``stage`` (ops, then edges) and ``cell`` (normal, reduce) are kept only when the run recorded them
+    (TE-NAS on the DARTS space); an NB201 run has one cell and one stage.
+    """
     if events_df is None or events_df.empty:
         return pd.DataFrame(columns=PRUNE_COLUMNS)
     rows = [d for k, d in zip(events_df["kind"], events_df["data"]) if k == "prune" and isinstance(d, dict)]
@@ -81,7 +87,8 @@ def prune_table(events_df: pd.DataFrame) -> pd.DataFrame:
     for col in PRUNE_COLUMNS:
         if col not in df:
             df[col] = np.nan
-    return df[PRUNE_COLUMNS].reset_index(drop=True)
+    cols = [c for c in PRUNE_COLUMNS if c not in ("stage", "cell") or df[c].notna().any()]
+    return df[cols].reset_index(drop=True)
 
 
 def event_table(events_df: pd.DataFrame, kind: str) -> pd.DataFrame:

@@ -283,13 +283,13 @@ def test_tenas_prunes_several_per_round(tmp_path: Path) -> None:
 
 def test_tenas_is_registered_with_its_parameters() -> None:
     d = STRATEGIES["tenas"].describe()
-    assert d["label"] == "TE-NAS (training-free)" and d["spaces"] == ["nb201"]
+    assert d["label"] == "TE-NAS (training-free)" and d["spaces"] == ["nb201", "darts"]
     defaults = {p["name"]: p["default"] for p in d["params"]}
     assert defaults == {
-        "ntk_batch": 72,
+        "ntk_batch": 0,
         "repeats": 3,
         "region_samples": 1000,
-        "prune_per_round": 1,
+        "prune_per_round": 0,
         "init": "kaiming",
     }
 

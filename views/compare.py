@@ -7,7 +7,7 @@ import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
 from nas_core import viz, viz_search
-from nas_core.proxies import INITS
+from nas_core.proxies import INITS, PROXY_SPACES
 from nas_core.spaces import get_space
 from storage import repo
 from views.common import PAGES, ensure_worker, experiment_label, guarded, no_experiments_yet, show_error
@@ -101,21 +101,22 @@ def _proxies(archs: pd.DataFrame, exps: pd.DataFrame) -> None:
         columns = {"kendall_tau": number("Kendall tau", format="%+.3f"),
                    "spearman_rho": number("Spearman rho", format="%+.3f")}  # fmt: skip
         st.dataframe(corr, hide_index=True, key="proxy_corr", column_config=columns)
-    missing = viz_search.missing_proxies(archs)
+    missing = viz_search.missing_proxies(archs, PROXY_SPACES)
     running = exps[(exps["kind"] == "proxies") & exps["status"].isin(["queued", "running"])]
     for row in running.to_dict("records"):
         st.info(f"Proxy run #{row['id']} is {row['status']} ({row['progress'] * 100:.0f} %).")
         st.page_link(PAGES["monitor"], label=f"Watch proxy run #{row['id']}", query_params={"id": str(row["id"])})
     if not missing:
         if int(corr["n"].max()) == 0:
-            st.caption("None of these architectures is in a space the proxies support (NAS-Bench-201).")
+            st.caption("None of these architectures is in a space the proxies support (NAS-Bench-201, DARTS).")
         return
     with st.form("proxy_form"):
         st.markdown(f"**{len(missing)} architecture(s)** of these experiments have no proxies yet.")
         cols = st.columns(4)
         settings = {
             "repeats": cols[0].number_input("repeats", 1, 20, 3, help="Inits and batches averaged (TE-NAS: 3)"),
-            "ntk_batch": cols[1].number_input("NTK batch", 2, 512, 72, help="Samples in the NTK (TE-NAS: 72)"),
+            "ntk_batch": cols[1].number_input("NTK batch", 0, 512, 0, help="Samples in the NTK; 0 = TE-NAS's for the "
+                                               "space (72 on NAS-Bench-201, 14 on DARTS)"),
             "region_samples": cols[2].number_input("region samples", 1, 10_000, 1000,
                                                    help="Inputs per linear-region count (TE-NAS: 1000)"),
             "init": cols[3].selectbox("init", INITS, help="Weight init of the proxy networks"),

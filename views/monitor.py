@@ -135,7 +135,10 @@ def _pruning(exp_id: int, alphas: pd.DataFrame) -> None:
         at = steps[-1] if steps else 0
         if len(steps) > 1:
             at = st.select_slider("Supernet after round", options=steps, value=steps[-1], key="prune_round")
-        cell = viz.alpha_cells(alphas)[0] if not alphas.empty else None
+        cells = viz.alpha_cells(alphas) if not alphas.empty else []
+        cell = cells[0] if cells else None
+        if len(cells) > 1:  # DARTS space: normal and reduction cell
+            cell = st.radio("Cell", cells, horizontal=True, key="prune_cell")
         st.graphviz_chart(viz_search.supernet_dot(alphas, at, cell))
 
 
