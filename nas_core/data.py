@@ -154,6 +154,16 @@ def _stratified_split(
             np.sort(np.array(te, dtype=np.int64)))  # fmt: skip
 
 
+def input_shape(spec: str, image_size: int = 0) -> tuple[int, int, int]:
+    """(channels, height, width) the data set loads as, without loading it: what config checks need."""
+    kind, _ = _check_spec(spec)
+    channels, side = {"digits": (1, 8), "synthetic": (3, 8), "imagefolder": (3, IMAGEFOLDER_DEFAULT_SIZE)}.get(
+        kind, (3, 32)
+    )
+    side = image_size or side
+    return channels, side, side
+
+
 def check_dataset(spec: str) -> None:
     """Refuse an unusable data set before anything is queued (raises ConfigError naming the problem).
 

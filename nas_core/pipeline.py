@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from nas_core.config import ConfigError, ExperimentConfig, final_network_options
+from nas_core.config import ExperimentConfig, check_final_network, final_network_options
 from nas_core.data import load_dataset
 from nas_core.export import export_all, sha256
 from nas_core.metrics import device_name, profile_network
@@ -66,25 +66,6 @@ def final_recipe_text(cfg: ExperimentConfig, network: torch.nn.Module) -> str:
     return f" ({', '.join(parts)})" if parts else ""
 
 
-def check_final_network(space: Any, cfg: ExperimentConfig, num_classes: int, input_shape: tuple[int, int, int]) -> None:
-    """Build a stand-in final network (a preset genotype, on the meta device: no memory) before the search.
-
-    The auxiliary head's input-size limit depends on the data, not the genotype, so a final network that
-    cannot be built is refused in seconds, naming ``final_auxiliary``, rather than after the whole search.
-    Spaces without presets, or runs without recipe options, are not probed.
-    """
-    options = final_network_options(space, cfg.final_layers, cfg.final_auxiliary)
-    presets = getattr(space, "presets", None)
-    if not options.get("auxiliary") or presets is None or not presets():
-        return
-    stand_in = next(iter(presets().values()))
-    try:
-        with torch.device("meta"):
-            space.build_network(stand_in, num_classes, input_shape, cfg.final_channels, cfg.cells_per_stage, **options)
-    except ConfigError as exc:
-        raise ConfigError(f"final_{exc.field}", exc.message) from None
-
-
 def run_experiment(config: ExperimentConfig, reporter: Reporter) -> ExperimentResult:
     """Run the whole experiment described by ``config``, reporting through ``reporter``."""
     cfg = config.validated()
@@ -99,7 +80,7 @@ def run_experiment(config: ExperimentConfig, reporter: Reporter) -> ExperimentRe
     reporter.log(f"data: {data.summary()}")
     reporter.log(f"strategy {strategy.label} on {space.label}; {cfg.threads} thread(s) on {device_name(device)}")
     if not strategy.trains_network:
-        check_final_network(space, cfg, data.num_classes, data.input_shape)
+        check_final_network(space, cfg, data.num_classes, data.input_shape)  # validated() checked the nominal shape
     final_options = final_network_options(space, cfg.final_layers, cfg.final_auxiliary)
 
     search_units = cfg.epochs * strategy.relative_cost

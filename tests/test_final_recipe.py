@@ -67,7 +67,7 @@ def test_recipe_fields_default_off_and_validate_for_darts() -> None:
     assert cfg.final_auxiliary_weight == pytest.approx(0.4)
     cfg = ExperimentConfig(
         space="darts", final_layers="20", final_auxiliary="true", final_auxiliary_weight="0.5",
-        final_drop_path="0.2", final_cutout="16",
+        final_drop_path="0.2", final_cutout="16", image_size=32,
     ).validated()  # fmt: skip
     assert (cfg.final_layers, cfg.final_auxiliary, cfg.final_drop_path, cfg.final_cutout) == (20, True, 0.2, 16)
     assert cfg.final_auxiliary_weight == pytest.approx(0.5)
@@ -136,6 +136,14 @@ def test_a_too_small_input_for_the_auxiliary_head_is_refused_before_the_search(t
         run_experiment(cfg, reporter)
     assert info.value.field == "final_auxiliary" and "29x29" in info.value.message
     assert not reporter.epochs  # refused before any search step
+
+
+def test_the_auxiliary_head_input_size_is_checked_when_the_config_is_validated() -> None:
+    """Launch page and CLI validate before queueing: an 8x8 data set cannot carry the head, 32x32 can."""
+    with pytest.raises(ConfigError) as info:
+        ExperimentConfig(**{**TINY_DARTS, "image_size": 0, **RECIPE}).validated()
+    assert info.value.field == "final_auxiliary" and "29x29" in info.value.message
+    assert ExperimentConfig(**{**TINY_DARTS, **RECIPE}).validated().final_auxiliary
 
 
 # --------------------------------------------------------------------------------------------------
@@ -240,6 +248,12 @@ def test_launch_page_offers_the_recipe_for_darts_only_and_names_a_bad_value(db: 
     at.number_input(key="g_final_layers").set_value(20)
     at.checkbox(key="g_final_auxiliary").check()
     at.number_input(key="g_final_cutout").set_value(16)
+    next(b for b in at.button if b.label == "Launch").click().run()
+    messages = [e.value for e in at.error]  # digits' own 8x8 cannot carry the auxiliary head: refused, not queued
+    assert len(messages) == 1 and messages[0].startswith("**final_auxiliary**") and "29x29" in messages[0]
+    assert repo.list_experiments().empty
+
+    at.number_input(key="g_image_size").set_value(32)
     next(b for b in at.button if b.label == "Launch").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     config = repo.get_experiment(at.session_state["launched"])["config"]
