@@ -1,4 +1,4 @@
-"""ProxylessNAS: binarised paths, the gate gradient, the two-path update, the latency table, the worker run."""
+"""ProxylessNAS: binarised paths, the gate gradient (full_v2 and two-path), the updates, the latency table, runs."""
 
 from __future__ import annotations
 
@@ -25,11 +25,14 @@ from nas_core.latency_lut import (
     predict_macs,
 )
 from nas_core.metrics import count_macs
+from nas_core.pipeline import run_experiment
 from nas_core.reporting import MemoryReporter
 from nas_core.spaces import get_space
 from nas_core.spaces.mobilenet import OPS, PRESETS, estimate_macs
 from nas_core.spaces.mobilenet_proxyless import (
+    BINARY_MODES,
     CANDIDATES,
+    MixedBlock,
     ProxylessSupernet,
     alpha_grad_from_gates,
     recentre_pair,
@@ -41,7 +44,14 @@ from storage import repo
 SP = get_space("mobilenet")
 DIGITS = (1, 8, 8)
 FAST_LUT = {"warmup": 1, "repeats": 3}
-PARAMS = {"loss_type": "mul#log", "resource": "latency", "reg_alpha": 0.2, "reg_beta": 0.3, "reg_lambda": 0.1}
+PARAMS = {
+    "loss_type": "mul#log",
+    "resource": "latency",
+    "reg_alpha": 0.2,
+    "reg_beta": 0.3,
+    "reg_lambda": 0.1,
+    "binary_mode": "full_v2",
+}
 
 
 @pytest.fixture(autouse=True)
@@ -170,6 +180,138 @@ def test_two_mode_gate_gradient_is_sum_of_output_times_output_gradient():
     assert torch.all(b.gates.grad[others] == 0)
 
 
+def _gated_sum(block: MixedBlock, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """out = sum_k g_k * o_k (+ shortcut), every path computed with a graph: what full_v2 differentiates."""
+    out = sum(g[k] * block.run_op(k, x) for k in range(len(block.ops)) if not block.is_zero(k))
+    return out + x if block.residual else out
+
+
+def test_full_v2_gate_gradient_equals_autograd_of_the_gated_sum():
+    """One-hot gate on path s, only s runs forward; the backward's dL/dg_k for every k equals autograd's
+    gradient of L(sum_k g_k o_k) at g = one-hot(s), dL/dx too, and the alpha gradient is the softmax Jacobian."""
+    torch.manual_seed(0)
+    block = MixedBlock("t", 4, 4, 1, True, "relu6").double().train()
+    assert block.ops[-1] == "zero"
+    with torch.no_grad():
+        block.alpha.normal_()
+    calls: dict[str, int] = {}
+    for op, mod in block.candidates.items():
+        mod.register_forward_hook(lambda m, i, o, op=op: calls.__setitem__(op, calls.get(op, 0) + 1))
+    inp = torch.randn(3, 4, 5, 5, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, 4, 5, 5, dtype=torch.float64)
+
+    def loss_of(out: torch.Tensor) -> torch.Tensor:
+        return (out.tanh() * w).sum() + (out**2).mean()
+
+    for s in range(len(CANDIDATES)):
+        onehot = torch.zeros(len(block.ops), dtype=torch.float64)
+        onehot[s] = 1.0
+        # full_v2: only path s in the forward, every candidate in the backward
+        block.mode, block.active, block.gates = "full_v2", s, onehot.clone().requires_grad_(True)
+        calls.clear()
+        x = inp * 1.0  # a non-leaf input, as inside the network
+        out = block(x)
+        assert calls == {block.ops[s]: 1}
+        loss = loss_of(out)
+        d_x, d_g = torch.autograd.grad(loss, [inp, block.gates])
+        assert calls == {op: 1 for op in CANDIDATES}  # the others ran once, in the backward
+        # reference: all paths with a graph, gates a leaf at one-hot(s)
+        g_ref = onehot.clone().requires_grad_(True)
+        ref_loss = loss_of(_gated_sum(block, inp * 1.0, g_ref))
+        d_x_ref, d_g_ref = torch.autograd.grad(ref_loss, [inp, g_ref])
+        torch.testing.assert_close(loss, ref_loss)
+        torch.testing.assert_close(d_g, d_g_ref)
+        torch.testing.assert_close(d_x, d_x_ref)
+        assert d_g[-1] == 0 and torch.all(d_g[:-1] != 0)  # zero op: output 0; every MBConv: its own gradient
+        # the alpha gradient: straight-through g = one-hot + p - sg(p) makes autograd apply dp/dalpha
+        alpha = block.alpha.detach().clone().requires_grad_(True)
+        p = torch.softmax(alpha, 0)
+        pd = p.detach()
+        st_loss = loss_of(_gated_sum(block, inp.detach(), onehot + p - p.detach()))
+        (d_alpha_ref,) = torch.autograd.grad(st_loss, alpha)
+        d_alpha = alpha_grad_from_gates(d_g, pd)
+        torch.testing.assert_close(d_alpha, d_alpha_ref)
+        loop = torch.tensor(
+            [sum(float(d_g[j] * pd[j] * (float(i == j) - pd[i])) for j in range(len(pd))) for i in range(len(pd))],
+            dtype=torch.float64,
+        )
+        torch.testing.assert_close(d_alpha, loop)
+
+
+def test_full_v2_gate_gives_no_input_gradient_when_the_input_needs_none():
+    block = MixedBlock("t", 4, 8, 2, False, "relu6").double()
+    assert "zero" not in block.ops
+    block.mode, block.active = "full_v2", 2
+    block.gates = torch.nn.functional.one_hot(torch.tensor(2), len(block.ops)).double().requires_grad_(True)
+    out = block(torch.randn(2, 4, 6, 6, dtype=torch.float64))
+    assert out.shape == (2, 8, 3, 3) and out.requires_grad
+    (d_g,) = torch.autograd.grad(out.square().sum(), block.gates)
+    assert torch.all(d_g != 0)
+
+
+def _reference_full_v2_grads(
+    net: ProxylessSupernet, x: torch.Tensor, y: torch.Tensor, table, ref: float, params: dict
+) -> list[torch.Tensor | None]:
+    """The alpha gradient the reference's full_v2 step applies, from an all-paths forward with a graph:
+    d(loss)/d(alpha) through the resource term + the softmax Jacobian of d(loss)/d(g); None for skipped blocks."""
+    gates = []
+    h = net.stem(x)
+    for block in net.blocks:
+        if isinstance(block, MixedBlock):
+            g = torch.zeros(len(block.ops), dtype=x.dtype)
+            g[block.active] = 1.0
+            g.requires_grad_(True)
+            gates.append(g)
+            h = h if block.is_zero(block.active) else _gated_sum(block, h, g)
+        else:
+            h = block(h)
+    logits = net.classifier(net.pool(net.head(h)).flatten(1))
+    expected = table.expected(net.probs_matrix())
+    loss = resource_loss(
+        F.cross_entropy(logits, y), expected, ref, params["loss_type"], params["resource"],
+        params["reg_alpha"], params["reg_beta"], params["reg_lambda"],
+    )  # fmt: skip
+    alphas = net.arch_parameters()
+    grads = torch.autograd.grad(loss, alphas + gates, allow_unused=True)
+    out: list[torch.Tensor | None] = []
+    for b, a, da, dg in zip(net.mixed, alphas, grads[: len(alphas)], grads[len(alphas) :]):
+        if b.is_zero(b.active):
+            out.append(None)
+            continue
+        out.append(da + alpha_grad_from_gates(dg, torch.softmax(a.detach(), 0)))
+    return out
+
+
+@pytest.mark.parametrize("resource", ["macs", "latency"])
+def test_full_v2_arch_step_applies_the_reference_gradient_to_every_alpha(resource, digits_lut):
+    net = _supernet(5).double().train()
+    table = latency_table(digits_lut) if resource == "latency" else macs_table("digits", 1.0, DIGITS, 10)
+    params = PARAMS | {"resource": resource, "binary_mode": "full_v2"}
+    x, y = torch.randn(8, *DIGITS, dtype=torch.float64), torch.arange(8) % 10
+    ref = 0.7 * float(table.expected(net.probs_matrix().detach()))
+    opt = torch.optim.SGD(net.arch_parameters(), lr=1.0)  # new alpha = old - grad
+    skipped = moved = 0
+    for seed in range(4):
+        gen = torch.Generator().manual_seed(seed)
+        state = gen.get_state()
+        chosen = net.sample_full_v2(gen)
+        want = _reference_full_v2_grads(net, x, y, table, ref, params)
+        before = [a.detach().clone() for a in net.arch_parameters()]
+        gen.set_state(state)  # arch_step draws the same paths
+        arch_step(net, opt, x, y, table, ref, params, gen)
+        for b, i, old, g in zip(net.mixed, chosen, before, want):
+            new = b.alpha.detach()
+            if g is None:  # zero was drawn: the block was skipped, its alphas stay
+                assert b.ops[i] == "zero" and torch.equal(new, old)
+                skipped += 1
+                continue
+            torch.testing.assert_close(new, old - g)
+            assert torch.all(new != old)  # every op of the block moves, not only a pair
+            moved += 1
+        assert all(b.mode == "single" and b.gates is None for b in net.mixed)
+    assert moved > 0 and skipped > 0
+
+
 def test_recentre_keeps_the_pair_log_sum_exp():
     a = torch.tensor([0.3, -0.2, 1.0, 0.5])
     old = a[[0, 2]].tolist()
@@ -196,7 +338,7 @@ def test_two_path_update_changes_only_the_two_sampled_alphas(resource, digits_lu
         state = gen.get_state()
         pairs = net.sample_two(gen)
         gen.set_state(state)  # arch_step draws the same pairs again
-        out = arch_step(net, a_opt, x, y, table, ref, PARAMS | {"resource": resource}, gen)
+        out = arch_step(net, a_opt, x, y, table, ref, PARAMS | {"resource": resource, "binary_mode": "two"}, gen)
         assert math.isfinite(out["total"]) and out["ce"] > 0
         for b, (act, other), old in zip(net.mixed, pairs, before):
             new = b.alpha.detach()
@@ -212,15 +354,16 @@ def test_two_path_update_changes_only_the_two_sampled_alphas(resource, digits_lu
     assert moved > 0
 
 
-def test_resource_term_pushes_towards_cheaper_ops(digits_lut):
-    """With CE removed from the picture (equal logits), only the latency term acts: the cheaper op gains."""
+@pytest.mark.parametrize("mode", BINARY_MODES)
+def test_resource_term_pushes_towards_cheaper_ops(mode, digits_lut):
+    """A strong latency term (lambda 50) outweighs CE on random data: the expected latency falls."""
     net = _supernet(2)
     table = latency_table(digits_lut)
     p_before = net.probs_matrix().detach()
     e_before = float(table.expected(p_before))
     a_opt = torch.optim.Adam(net.arch_parameters(), lr=0.05, betas=(0.0, 0.999))
     x, y = torch.randn(16, *DIGITS), torch.arange(16) % 10
-    params = PARAMS | {"loss_type": "add#linear", "reg_lambda": 50.0}
+    params = PARAMS | {"loss_type": "add#linear", "reg_lambda": 50.0, "binary_mode": mode}
     gen = torch.Generator().manual_seed(0)
     for _ in range(40):
         arch_step(net, a_opt, x, y, table, e_before * 0.5, params, gen)
@@ -415,6 +558,43 @@ def test_search_reports_alphas_series_and_genotypes(resource, tmp_path):
         assert "latency/derived" in names and out.extra["predicted_latency_ms"] > 0
         assert [e for e in rep.events if e[0] == "latency_lut"]
         assert len(list((tmp_path / "luts").glob("digits_*.json"))) == 1
+
+
+def test_binary_mode_is_a_choice_defaulting_to_the_reference_full_v2():
+    spec = {p.name: p for p in STRATEGIES["proxylessnas"].params}["binary_mode"]
+    assert spec.default == "full_v2" and spec.choices == ("full_v2", "two") and "reference default" in spec.help
+    cfg = ExperimentConfig(strategy="proxylessnas", space="mobilenet").validated()
+    assert cfg.params["binary_mode"] == "full_v2"
+    with pytest.raises(ConfigError, match="params.binary_mode"):
+        ExperimentConfig(strategy="proxylessnas", space="mobilenet", params={"binary_mode": "full"}).validated()
+    with pytest.raises(ValueError, match="unknown binary mode"):
+        arch_step(_supernet(), None, None, None, None, 1.0, PARAMS | {"binary_mode": "one"})  # type: ignore[arg-type]
+
+
+def test_both_binary_modes_search_end_to_end_through_run_experiment(tmp_path):
+    """A tiny digits search in each mode through the pipeline (latency table built once, then reused)."""
+    runs = {}
+    for mode in BINARY_MODES:
+        cfg = ExperimentConfig(
+            strategy="proxylessnas", space="mobilenet", dataset="digits", epochs=2, batch_size=32, final_epochs=0,
+            threads=1, max_train_per_class=20,
+            params={"binary_mode": mode, "lut_repeats": 3, "lut_warmup": 1, "lut_dir": str(tmp_path / "luts"),
+                    "arch_every": 2, "arch_lr": 0.05},
+        )  # fmt: skip
+        rep = MemoryReporter(workdir=tmp_path / mode)
+        res = run_experiment(cfg, rep)
+        assert res.status == "succeeded" and SP.parse(res.genotype).preset == "digits"
+        assert res.latency_ms > 0 and res.macs > 0 and len(rep.architectures) == 1
+        assert any(f"arch step ({mode})" in m for _, _, m in rep.logs)
+        names = {n for _, _, n, _ in rep.series_points}
+        assert {"latency/expected", "latency/target", "loss/ce", "loss/resource", "latency/derived"} <= names
+        steps = sorted({r[0] for r in rep.alpha_rows})
+        first = {r[2:5]: r[5] for r in rep.alpha_rows if r[0] == steps[0]}
+        last = {r[2:5]: r[5] for r in rep.alpha_rows if r[0] == steps[-1]}
+        assert max(abs(first[k] - last[k]) for k in first) > 1e-3  # the alphas moved
+        runs[mode] = last
+    assert runs["full_v2"] != runs["two"]  # the modes update the alphas differently
+    assert len(list((tmp_path / "luts").glob("*.json"))) == 1  # the second run reused the table
 
 
 # ------------------------------------------------------------------------------------------- end to end

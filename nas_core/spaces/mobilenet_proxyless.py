@@ -6,23 +6,34 @@ Every searchable block is a :class:`MixedBlock`: the candidates ``mb{3,5,7}_e{3,
 ``mit-han-lab/proxylessnas``), and the block's shortcut around the chosen op, as the reference's
 ``MobileInvertedResidualBlock`` does. Alphas start at N(0, 1e-3) (``arch_init_ratio``).
 
-Binarised paths (reference ``search/modules/mix_op.py``):
+Binarised paths (reference ``search/modules/mix_op.py``, ``MixedEdge``):
 
 - weight step (:meth:`ProxylessSupernet.sample_single`): one op per block is sampled from softmax(alpha)
   and only that op runs; the others are not computed, so none of their weights get gradients.
+- arch step, mode "full_v2" (the reference's default, ``--grad_binary_mode full_v2`` in
+  ``imagenet_arch_search.py``; :meth:`ProxylessSupernet.sample_full_v2`): one op per block is sampled, the
+  gates ``g`` are one-hot on it and the forward runs only that op. :class:`FullV2Gate` is the autograd
+  function in between: its backward passes dL/dx back through the active op and, for EVERY candidate k,
+  computes dL/dg_k = sum(o_k * dL/dout) with o_k run on the block input under no_grad (the active op's
+  saved output is reused; ``zero`` gives 0). :func:`alpha_grad_from_gates` then gives
+  dL/dalpha_i = sum_j dL/dg_j p_j (delta_ij - p_i) over all ops, so every alpha of the block moves.
+  Like the reference, the inactive candidates run in train mode in that backward, so their BN running
+  statistics see the validation batch (outputs use batch statistics, so the gradients are unaffected).
 - arch step, mode "two" (:meth:`ProxylessSupernet.sample_two`): two ops are drawn without replacement,
   the active one of the pair by the softmax over the pair. The block computes ``g_a*o_a + g_b*o_b`` with
   binary gates ``g`` (g_a = 1, g_b = 0) and ``o_b`` detached, so autograd gives the gate gradient
   dL/dg_k = sum(o_k * dL/dout) for both; :func:`alpha_grad_from_gates` turns it into
   dL/dalpha_i = sum_j dL/dg_j p_j (delta_ij - p_i) over the pair, and after the optimiser step
   :func:`recentre_pair` shifts the two alphas so their log-sum-exp is what it was before the step.
-  As in the reference, a block whose active op is ``zero`` is skipped (output = input) and its alphas are
-  left alone in that step.
+
+In both modes, as in the reference, a block whose active op is ``zero`` is skipped (output = input) and
+its alphas are left alone in that step.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -74,6 +85,49 @@ def recentre_pair(alpha: torch.Tensor, idx: Sequence[int], old: Sequence[float])
         alpha[ids] -= offset.to(alpha.dtype)
 
 
+#: Architecture-step gradient modes: "full_v2" (the reference's default) and "two".
+BINARY_MODES: tuple[str, ...] = ("full_v2", "two")
+
+
+class FullV2Gate(torch.autograd.Function):
+    """The reference's ``ArchGradientFunction``: forward = the active op only; backward = dL/dx through it,
+    plus dL/dg_k = sum(o_k * dL/dout) for every candidate k of the block (o_k computed there, without a graph).
+
+    ``apply(x, gates, block, active)``: ``gates`` is the block's one-hot gate vector (a leaf that requires
+    grad), ``block`` the :class:`MixedBlock`, ``active`` the index of the op that runs.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, x: torch.Tensor, gates: torch.Tensor, block: MixedBlock, active: int
+    ) -> torch.Tensor:
+        x_in = x.detach().requires_grad_(x.requires_grad)
+        with torch.enable_grad():  # the active op's graph from x, for dL/dx in backward
+            out = block.run_op(active, x_in)
+        ctx.x_in, ctx.out, ctx.block, ctx.active = x_in, out, block, active
+        ctx.gate_dtype = gates.dtype
+        return out.detach()
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: Any, grad_out: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor, None, None]:
+        x_in, out, block, active = ctx.x_in, ctx.out, ctx.block, ctx.active
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            (grad_x,) = torch.autograd.grad(out, x_in, grad_out)
+        gate_grads = torch.zeros(len(block.ops), dtype=ctx.gate_dtype, device=grad_out.device)
+        with torch.no_grad():
+            g = grad_out.detach()
+            for k in range(len(block.ops)):
+                if block.is_zero(k):
+                    continue  # the zero op's output is 0: its gate gradient is 0
+                o_k = out.detach() if k == active else block.run_op(k, x_in.detach())
+                gate_grads[k] = (o_k * g).sum().to(ctx.gate_dtype)
+        ctx.x_in = ctx.out = ctx.block = None  # free the saved graph
+        return grad_x, gate_grads, None, None
+
+
 class MixedBlock(nn.Module):
     """One searchable block: candidate ops, their alphas, the sampled path(s) and the shortcut."""
 
@@ -87,11 +141,12 @@ class MixedBlock(nn.Module):
             {op: make_candidate(op, c_in, c_out, stride, act) for op in self.ops if op != ZERO_OP}
         )
         self.alpha = nn.Parameter(torch.randn(len(self.ops)) * ARCH_INIT_STD)
-        #: the executed op (index into ``ops``); in mode "two" also the inactive one and the gates.
+        #: the executed op (index into ``ops``); in mode "two" also the inactive one; in the arch-step modes
+        #: the one-hot gates whose gradient the step reads.
         self.active = 0
         self.inactive: int | None = None
         self.gates: torch.Tensor | None = None
-        self.mode = "single"  # "single" (weight step / fixed path) | "two" (arch step)
+        self.mode = "single"  # "single" (weight step / fixed path) | "full_v2" | "two" (arch step)
 
     def probs(self) -> torch.Tensor:
         return torch.softmax(self.alpha, dim=0)
@@ -108,7 +163,9 @@ class MixedBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.is_zero(self.active):
             return x  # the block is skipped (reference: res = x when the active op is the zero layer)
-        if self.mode == "two" and self.gates is not None and self.inactive is not None:
+        if self.mode == "full_v2" and self.gates is not None:
+            out = FullV2Gate.apply(x, self.gates, self, self.active)
+        elif self.mode == "two" and self.gates is not None and self.inactive is not None:
             out = self.gates[self.active] * self.run_op(self.active, x)
             if not self.is_zero(self.inactive):
                 with torch.no_grad():
@@ -185,6 +242,29 @@ class ProxylessSupernet(nn.Module):
             chosen.append(b.active)
         return chosen
 
+    def _one_hot_gates(self, b: MixedBlock) -> torch.Tensor:
+        gates = torch.zeros(len(b.ops), dtype=b.alpha.dtype, device=b.alpha.device)
+        gates[b.active] = 1.0
+        return gates.requires_grad_(True)
+
+    def sample_full_v2(self, generator: torch.Generator | None = None) -> list[int]:
+        """Arch step ("full_v2", the reference's default): one op per block from softmax(alpha), one-hot gates;
+        the forward runs that op, the backward gives every candidate's gate gradient (:class:`FullV2Gate`)."""
+        chosen = []
+        for b in self.mixed:
+            b.active = int(torch.multinomial(b.probs().detach(), 1, generator=generator))
+            b.mode, b.inactive, b.gates = "full_v2", None, self._one_hot_gates(b)
+            chosen.append(b.active)
+        return chosen
+
+    def sample_arch(self, mode: str, generator: torch.Generator | None = None) -> list[int] | list[tuple[int, int]]:
+        """Sample the paths of an architecture step in ``mode`` (one of :data:`BINARY_MODES`)."""
+        if mode == "full_v2":
+            return self.sample_full_v2(generator)
+        if mode == "two":
+            return self.sample_two(generator)
+        raise ValueError(f"unknown binary mode {mode!r}; use one of {', '.join(BINARY_MODES)}")
+
     def sample_two(self, generator: torch.Generator | None = None) -> list[tuple[int, int]]:
         """Arch step ("two"): two ops per block without replacement, the active one by the pair's softmax;
         binary gates g (active 1, other 0) that autograd differentiates."""
@@ -194,9 +274,7 @@ class ProxylessSupernet(nn.Module):
             pair_p = torch.softmax(b.alpha.detach()[pair], dim=0)
             c = int(torch.multinomial(pair_p, 1, generator=generator))
             b.active, b.inactive = pair[c], pair[1 - c]
-            gates = torch.zeros(len(b.ops), dtype=b.alpha.dtype, device=b.alpha.device)
-            gates[b.active] = 1.0
-            b.gates = gates.requires_grad_(True)
+            b.gates = self._one_hot_gates(b)
             b.mode = "two"
             pairs.append((b.active, b.inactive))
         return pairs
@@ -208,11 +286,11 @@ class ProxylessSupernet(nn.Module):
             b.active = b.argmax() if indices is None else int(indices[i])
 
     def gates(self) -> list[torch.Tensor]:
-        """The binary gates of the last :meth:`sample_two` (leaves autograd differentiates)."""
+        """The binary gates of the last :meth:`sample_full_v2` / :meth:`sample_two` (leaves autograd differentiates)."""
         out = []
         for b in self.mixed:
             if b.gates is None:
-                raise RuntimeError("no gates: call sample_two() before an architecture step")
+                raise RuntimeError("no gates: call sample_full_v2() or sample_two() before an architecture step")
             out.append(b.gates)
         return out
 

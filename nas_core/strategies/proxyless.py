@@ -1,22 +1,33 @@
 """ProxylessNAS (Cai, Zhu, Han, ICLR 2019): binarised paths and a latency- or MACs-aware loss.
 
-Follows ``mit-han-lab/proxylessnas`` (``search/nas_manager.py``, ``search/modules/mix_op.py``), gradient
-mode "two":
+Follows ``mit-han-lab/proxylessnas`` (``search/nas_manager.py``, ``search/modules/mix_op.py``,
+``search/imagenet_arch_search.py``):
 
 - weight step on every training batch: one op per block sampled from softmax(alpha), only that path runs
   (:meth:`ProxylessSupernet.sample_single`); SGD with Nesterov momentum 0.9, weight decay 4e-5, label
   smoothing 0.1, cosine lr (the reference's search settings; lr 0.025 suits the CPU batch of 64 as well).
-- arch step after every ``arch_every`` (5) weight steps once the warm-up is over, on a validation batch:
-  two sampled paths per block, loss = CE combined with the expected resource, the gate gradient turned into
-  alpha gradients of the pair (:func:`nas_core.spaces.mobilenet_proxyless.alpha_grad_from_gates`), Adam
-  lr 1e-3 betas (0, 0.999), then the pair's alphas re-centred (log-sum-exp kept).
+- arch step after every ``arch_every`` (5) weight steps once the warm-up is over, on a validation batch,
+  Adam lr 1e-3 betas (0, 0.999); ``binary_mode`` picks the reference's gradient mode:
+
+  - ``full_v2`` (default, as the reference's ``--grad_binary_mode`` default; its one search script,
+    ``imagenet_arch_search.py``, keeps it for every target): one path per block sampled, only it runs in
+    the forward; the backward computes the gate gradient of every candidate (each one's output on the
+    block input, no graph: :class:`~nas_core.spaces.mobilenet_proxyless.FullV2Gate`), and
+    dL/dalpha_i = sum_j dL/dg_j p_j (delta_ij - p_i) over all ops moves every alpha of the block. The
+    resource expectation uses the full softmax, so its exact gradient reaches all alphas.
+  - ``two``: two sampled paths per block, the gate gradient of the pair turned into alpha gradients of the
+    pair (:func:`nas_core.spaces.mobilenet_proxyless.alpha_grad_from_gates`), then the pair's alphas
+    re-centred (log-sum-exp kept). As in the reference, the resource expectation uses the pair's
+    probabilities (other ops weigh 0), so only the two sampled alphas move; the reported
+    ``latency/expected`` is still the expectation over all ops.
+
+  In both modes a block whose sampled op is ``zero`` is skipped and its alphas are left alone (the
+  reference sets their gradient to None, the resource term's part included).
 - warm-up: the reference trains weights alone for 40 epochs, then searches 120 more and skips the arch
   step in the first of those (41 of 161 epochs, about a quarter). ``warmup_epochs=-1`` (auto) takes
   ``epochs // 4`` weight-only epochs; arch steps start in the epoch after them.
 - resource: "latency" (expected latency from the lookup table of :mod:`nas_core.latency_lut`, measured
-  on this machine once and stored under ``lut_dir``) or "macs" (exact per-op MACs). As in the reference,
-  the arch step's expectation uses the pair's probabilities (other ops weigh 0), so only the two sampled
-  alphas move; the reported ``latency/expected`` is the expectation over all ops.
+  on this machine once and stored under ``lut_dir``) or "macs" (exact per-op MACs).
 - loss ``mul#log``: CE * alpha_r * (log E / log ref)^beta (alpha_r 0.2, beta 0.3); ``add#linear``:
   CE + lambda * (E - ref) / ref (lambda 0.1); ref is the user's target. The reference's ref is 80 ms
   (mobile) or 300 M MACs; log(E)/log(ref) depends on the unit, so E and ref are first scaled so that ref
@@ -46,7 +57,12 @@ from nas_core.latency_lut import (
     predict_latency,
 )
 from nas_core.spaces.mobilenet import OPS, PRESETS
-from nas_core.spaces.mobilenet_proxyless import ProxylessSupernet, alpha_grad_from_gates, recentre_pair
+from nas_core.spaces.mobilenet_proxyless import (
+    BINARY_MODES,
+    ProxylessSupernet,
+    alpha_grad_from_gates,
+    recentre_pair,
+)
 from nas_core.strategies.base import SearchContext, SearchOutcome, Strategy
 from nas_core.train import EpochMeter, cosine_lr, evaluate, fmt, prepare_model, set_lr
 
@@ -90,6 +106,15 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("reg_alpha", 0.2, "float", "alpha_r of mul#log", 0.0, 100.0),
     ParamSpec("reg_beta", 0.3, "float", "beta of mul#log", 0.0, 10.0),
     ParamSpec("reg_lambda", 0.1, "float", "lambda of add#linear", 0.0, 100.0),
+    ParamSpec(
+        "binary_mode",
+        "full_v2",
+        "choice",
+        "Architecture-step gradient (reference default full_v2): 'full_v2' runs one sampled path per block and "
+        "takes every candidate's gate gradient in the backward, so all alphas move; 'two' runs two sampled "
+        "paths and updates only their two alphas, re-centred",
+        choices=BINARY_MODES,
+    ),
     ParamSpec("arch_every", 5, "int", "One architecture step after every this many weight steps", 1, 10_000),
     ParamSpec(
         "warmup_epochs",
@@ -182,12 +207,17 @@ def arch_step(
     p: dict[str, Any],
     generator: torch.Generator | None = None,
 ) -> dict[str, float]:
-    """One "two"-mode architecture step; only the two sampled alphas of each block change."""
-    net.sample_two(generator)
+    """One architecture step in mode ``p["binary_mode"]``: "full_v2" moves every alpha of a block, "two" only
+    the two sampled ones (re-centred); blocks whose sampled op is ``zero`` keep their alphas."""
+    mode = p.get("binary_mode", "full_v2")
+    if mode not in BINARY_MODES:
+        raise ValueError(f"unknown binary mode {mode!r}; use one of {', '.join(BINARY_MODES)}")
+    net.sample_arch(mode, generator)
     try:
         logits = net(xv)
         ce = F.cross_entropy(logits, yv)
-        expected = table.expected(pair_probs_matrix(net))
+        # full_v2: E over all ops (reference current_prob_over_ops = probs); two: over the sampled pair
+        expected = table.expected(net.probs_matrix() if mode == "full_v2" else pair_probs_matrix(net))
         loss = resource_loss(
             ce, expected, ref, p["loss_type"], p["resource"], p["reg_alpha"], p["reg_beta"], p["reg_lambda"]
         )
@@ -200,12 +230,12 @@ def arch_step(
                 a.grad = None
                 old.append(None)
                 continue
-            pair = [b.active, int(b.inactive)]  # type: ignore[arg-type]
+            idx = list(range(len(b.ops))) if mode == "full_v2" else [b.active, int(b.inactive)]  # type: ignore[arg-type]
             g = torch.zeros_like(a) if da is None else da.detach().clone()
-            gate_grad = torch.zeros(2, dtype=a.dtype) if dg is None else dg.detach()[pair].to(a.dtype)
-            g[pair] += alpha_grad_from_gates(gate_grad, torch.softmax(a.detach()[pair], dim=0))
+            gate_grad = torch.zeros(len(idx), dtype=a.dtype) if dg is None else dg.detach()[idx].to(a.dtype)
+            g[idx] += alpha_grad_from_gates(gate_grad, torch.softmax(a.detach()[idx], dim=0))
             a.grad = g
-            old.append((pair, a.detach()[pair].tolist()))
+            old.append((idx, a.detach()[idx].tolist()) if mode == "two" else None)
         a_opt.step()
         for a, o in zip(alphas, old):
             if o is not None:
@@ -222,8 +252,9 @@ class ProxylessStrategy(Strategy):
     name = "proxylessnas"
     label = "ProxylessNAS"
     description = (
-        "Binarised paths (one op per block per step, two for the architecture step), latency "
-        "lookup table measured on this machine or MACs, the user's target in the loss."
+        "Binarised paths (one op per block per step; architecture step full_v2, every candidate's gate "
+        "gradient, or two-path), latency lookup table measured on this machine or MACs, the user's target "
+        "in the loss."
     )
     spaces = ("mobilenet",)
     params = PARAMS
@@ -330,7 +361,7 @@ class ProxylessStrategy(Strategy):
         rep.log(
             f"{self.label}: {len(net.mixed)} searchable blocks, {sum(x.numel() for x in w_params):,} supernet "
             f"weights, {steps_per_epoch} steps/epoch, {cfg.epochs} epochs ({warmup} weight-only warm-up), "
-            f"arch step every {p['arch_every']} weight steps"
+            f"arch step ({p['binary_mode']}) every {p['arch_every']} weight steps"
         )
 
         arch_log: list[dict[str, float]] = []
