@@ -300,3 +300,44 @@ def test_strategies_listed_with_params(capsys):
     assert gd["arch_lr"]["default"] == pytest.approx(3e-4) and gd["arch_weight_decay"]["default"] == pytest.approx(1e-3)
     for name in ("pc-darts", "gdas", "darts", "darts-2nd", "single-darts"):
         assert set(by_name[name]["spaces"]) == {"nb201", "darts"}
+
+
+@pytest.mark.parametrize(
+    ("partial_k", "size", "channels_last"),
+    [(4, 16, True), (4, 16, False), (2, 9, True), (1, 8, True)],
+)
+def test_darts_pcdarts_fused_equals_edge_by_edge_reference(partial_k, size, channels_last):
+    """The fused PC-DARTS cell (all edges of a source in one call, kron products, one-copy shuffle) is the
+    per-edge reference maths: outputs and gradients of every weight, alpha and beta, in float64.
+
+    16x16 runs the phase-split dilated convs, padded explicitly where the kernel is wider than the
+    sub-image (8x8 and 4x4 stages); 9x9 the odd-size direct convs and ceil-mode bypass pool; K=1 no bypass.
+    """
+    torch.manual_seed(0)
+    sp = get_space("darts")
+    fused = sp.build_supernet(10, (3, size, size), 8, 1, mode="pcdarts", partial_k=partial_k).double()
+    plain = sp.build_supernet(10, (3, size, size), 8, 1, mode="pcdarts", partial_k=partial_k, fused=False).double()
+    plain.load_state_dict(fused.state_dict())
+    with torch.no_grad():
+        for p, q in zip(fused.arch_parameters(), plain.arch_parameters()):
+            p.normal_()
+            q.copy_(p)
+    x = torch.randn(3, 3, size, size, dtype=torch.float64)
+    xf = x
+    if channels_last:
+        fused = fused.to(memory_format=torch.channels_last)
+        xf = x.contiguous(memory_format=torch.channels_last)
+    yf, yp = fused(xf), plain(x)
+    torch.testing.assert_close(yf, yp, rtol=1e-9, atol=1e-10)
+    target = torch.tensor([1, 4, 7])
+    F.cross_entropy(yf, target).backward()
+    F.cross_entropy(yp, target).backward()
+    names = [name for name, _ in fused.named_parameters()]
+    assert {"alpha_normal", "alpha_reduce", "beta_normal", "beta_reduce"} <= set(names)
+    for name, p, q in zip(names, fused.parameters(), plain.parameters()):
+        assert (p.grad is None) == (q.grad is None), name
+        if p.grad is not None:
+            scale = float(q.grad.abs().max())
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-7, atol=1e-9 * scale + 1e-12, msg=name)
+    for p in fused.arch_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0

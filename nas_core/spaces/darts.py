@@ -36,8 +36,12 @@ Speed (the supernet is every DARTS-space search's hot loop): the default ``fused
 same numbers as the reference-style per-edge ``plain`` path (tests check it) but computes, per
 source state, one ReLU, one max pool and one average pool (each followed by its non-affine BN),
 shared by all outgoing edges; skips ``none`` (its output is w*0); folds each op's mixing weight
-into the op's last non-affine BN as the BN scale; in PC-DARTS sums the bypass halves per node and
-shuffles once per node (the shuffle is linear). On top: 1x1 convs as matrix products over the
+into the op's last non-affine BN as the BN scale. PC-DARTS (:meth:`SearchCell.forward_pc`) goes further,
+since its ops see only C/K channels (too few for channels-last kernels to run well one edge at a time):
+the ops of all edges leaving a state run as one call each over the edges' stacked channels (depthwise
+convs over E*C/K channels, 1x1 convs as one product with a block-diagonal weight, one BN), pools, skip
+and the beta-weighted bypass enter each open node through products with kron(weights, I), and each
+node is shuffled with its bypass in one copy. On top: 1x1 convs as matrix products over the
 channels-last view; dilated depthwise convs as undilated ones on the four parity sub-images (shared
 per source state; stride-2 ones read the even pixels only); with ``recompute`` (default) the second
 depthwise conv of each separable op is re-run in backward rather than kept. channels_last is the
@@ -340,6 +344,73 @@ def _dil(m: DilConv, r: torch.Tensor, how: str, stride: int, w: torch.Tensor) ->
     return _bn(_pw(y, pw.weight), w)
 
 
+# ---- PC-DARTS fused path: the partial-channel ops of all edges leaving one state as one wide call each.
+# Layout: channels-last throughout; the E edges' channels sit edge-major ([edge][channel]) in one tensor,
+# so per-edge depthwise convs are one depthwise conv over E*c channels, per-edge 1x1 convs one matrix
+# product with a block-diagonal weight, per-edge non-affine BNs one BN (BN is per channel).
+
+
+def _cl(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def _nhwc(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) channels-last -> its (N, H, W, C) view."""
+    return x.permute(0, 2, 3, 1)
+
+
+def _rep(x: torch.Tensor, e: int) -> torch.Tensor:
+    """(N, c, H, W) -> (N, e*c, H, W) channels-last: the input once per edge, edge-major."""
+    if e == 1:
+        return x
+    n, c, h, w = x.shape
+    return _nhwc(x).unsqueeze(3).expand(n, h, w, e, c).reshape(n, h, w, e * c).permute(0, 3, 1, 2)
+
+
+def _bn_vec(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Non-affine BN times a per-channel op weight (each edge's mixing weight, folded in as the BN scale)."""
+    return F.batch_norm(x, None, None, weight, None, True, 0.0, 1e-5)
+
+
+def _pc_sep(mods: list[SepConv], rr: torch.Tensor, stride: int, wvec: torch.Tensor, recompute: bool) -> torch.Tensor:
+    """One separable-conv op on E edges at once; ``rr`` = ReLU(x) repeated per edge."""
+    dw1 = torch.cat([m.op[1].weight for m in mods])
+    pw1 = torch.block_diag(*[m.op[2].weight.flatten(1) for m in mods])
+    dw2 = torch.cat([m.op[5].weight for m in mods])
+    pw2 = torch.block_diag(*[m.op[6].weight.flatten(1) for m in mods])
+    pad = mods[0].op[1].padding
+    y = F.relu_(_bn(_dwpw(rr, dw1, pw1, stride, pad)))
+    second = _dwpw_ckpt if recompute else _dwpw
+    return _bn_vec(second(y, dw2, pw2, 1, pad), wvec)
+
+
+def _pc_dil(mods: list[DilConv], rd: torch.Tensor, how: str, stride: int, wvec: torch.Tensor) -> torch.Tensor:
+    """One dilated-conv op on E edges at once; ``rd`` is prepared as for :func:`_dil`, repeated per edge."""
+    dw = torch.cat([m.op[1].weight for m in mods])
+    pw = torch.block_diag(*[m.op[2].weight.flatten(1) for m in mods])
+    conv = mods[0].op[1]
+    if how == "direct":
+        y = F.conv2d(rd, dw, None, stride, conv.padding, conv.dilation, rd.shape[1])
+    else:
+        kk = conv.kernel_size[0]
+        if kk > min(rd.shape[-2:]):  # kernel wider than the map: oneDNN's backward is ~2x faster unpadded
+            p = kk // 2
+            y = F.conv2d(F.pad(rd, (p, p, p, p)), dw, None, 1, 0, 1, rd.shape[1])
+        else:
+            y = F.conv2d(rd, dw, None, 1, kk // 2, 1, rd.shape[1])
+        if how == "phase":
+            y = _unphase(y, y.shape[0] // 4)
+    return _bn_vec(_pw(y, pw), wvec)
+
+
+def _pc_reduce(mods: list[FactorizedReduce], r: torch.Tensor, wvec: torch.Tensor) -> torch.Tensor:
+    """The stride-2 skip (factorized reduce) of E edges: one product of [even pixels, shifted even pixels]
+    with each edge's [[conv_1, 0], [0, conv_2]] block."""
+    ab = torch.cat([r[:, :, ::2, ::2], shifted(r)[:, :, ::2, ::2]], dim=1)
+    w = torch.cat([torch.block_diag(m.conv_1.weight.flatten(1), m.conv_2.weight.flatten(1)) for m in mods])
+    return _bn_vec(_pw(ab, w), wvec)
+
+
 class SearchCell(nn.Module):
     """One supernet cell; 14 MixedOps over ``c_op`` channels (C, or C/K in PC-DARTS)."""
 
@@ -376,39 +447,36 @@ class SearchCell(nn.Module):
                 if self.mode == "pcdarts":
                     xt, xt2 = h[:, : self.c_op], h[:, self.c_op :]
                     t = m(xt, weights[k])
-                    byp = xt2 if m.stride == 1 else F.max_pool2d(xt2, 2, 2, ceil_mode=True)
-                    out = channel_shuffle(torch.cat([t, byp], dim=1), self.k)
+                    if self.k == 1:  # no bypass channels (an empty max pool would fail); the shuffle is the identity
+                        out = t
+                    else:
+                        byp = xt2 if m.stride == 1 else F.max_pool2d(xt2, 2, 2, ceil_mode=True)
+                        out = channel_shuffle(torch.cat([t, byp], dim=1), self.k)
                     terms.append(betas[k] * out)  # type: ignore[index]
                 else:
                     terms.append(m(h, weights[k]))
             states.append(sum(terms))  # type: ignore[arg-type]
         return torch.cat(states[-STEPS:], dim=1)
 
-    # ---- fused path (darts / pcdarts): shared per-source work, folded weights, none skipped
+    # ---- fused path (darts; pcdarts hands over to forward_pc): shared per-source work, folded weights, none skipped
     def forward_fused(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor, betas: torch.Tensor | None):
         """``weights`` are the per-edge op weights (14x8), already multiplied by beta_hat in PC-DARTS."""
+        if self.mode == "pcdarts":
+            return self.forward_pc(s0, s1, weights, betas)  # type: ignore[arg-type]
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         acc: dict[int, torch.Tensor] = {}
-        byp_acc: dict[int, torch.Tensor] = {}
-        pc = self.mode == "pcdarts"
 
-        def add(tgt: int, t: torch.Tensor, store: dict[int, torch.Tensor] = acc) -> None:
-            if tgt in store:
-                store[tgt] = store[tgt].add_(t)
+        def add(tgt: int, t: torch.Tensor) -> None:
+            if tgt in acc:
+                acc[tgt] = acc[tgt].add_(t)
             else:
-                store[tgt] = t
+                acc[tgt] = t
 
         for src in range(STEPS + 1):
             h = states[src]
             stride = self._stride(src)
             ks = self._out_edges[src]
-            x = h[:, : self.c_op] if pc else h
-            if pc:
-                byp = h[:, self.c_op :]
-                if stride == 2:
-                    byp = F.max_pool2d(byp, 2, 2, ceil_mode=True)
-                for k in ks:
-                    add(EDGE_PAIRS[k][0], byp * betas[k], byp_acc)  # type: ignore[index]
+            x = h
             r = F.relu(x)
             n_max = _bn(F.max_pool2d(x, 3, stride, 1))
             n_avg = _bn(avg_pool_3x3(x, stride))
@@ -438,10 +506,83 @@ class SearchCell(nn.Module):
                     add(tgt, _bn(y, w[_SKIP]))
             if src >= 1:
                 node = src + 1  # all inputs of node src+1 (states 0..src) are in
-                out = acc.pop(node)
-                if pc:
-                    out = channel_shuffle(torch.cat([out, byp_acc.pop(node)], dim=1), self.k)
-                states.append(out)
+                states.append(acc.pop(node))
+        return torch.cat(states[-STEPS:], dim=1)
+
+    # ---- fused PC-DARTS path
+    def forward_pc(
+        self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor, betas: torch.Tensor
+    ) -> torch.Tensor:
+        """PC-DARTS cell, the same maths as :meth:`forward_plain` in fewer, wider calls (channels-last).
+
+        ``weights`` (14x8) are softmax(alpha) already times beta_hat, ``betas`` beta_hat (14,). Per source
+        state, the ops of its E outgoing edges run together (see :func:`_pc_sep`). The op sums and the
+        beta-weighted bypass sums of the nodes still open are kept as (pixels, E * channels) matrices,
+        edges in target-node order: each source adds to them in one call (the pools, the identity skip
+        and the bypass as products with ``kron(per-edge weights, I)``, which also keeps their backward
+        a matrix product rather than a broadcast reduction), and a node is complete when its last source
+        is in; it is then split off and shuffled with its bypass in one copy.
+        """
+        c, big, k = self.c_op, self.c, self.k
+        cb = big - c  # bypass channels
+        states = [_cl(self.preprocess0(s0)), _cl(self.preprocess1(s1))]
+        acc: torch.Tensor | None = None  # (pixels, E*c): op sums of the open nodes
+        bacc: torch.Tensor | None = None  # (pixels, E*cb): their bypass sums
+        for src in range(STEPS + 1):
+            h = states[src]
+            stride = self._stride(src)
+            ks = self._out_edges[src]
+            e = len(ks)
+            w = weights[ks]
+            if k > 1:
+                x, byp = h.split([c, cb], dim=1)
+                x = _cl(x)
+                if stride == 2:
+                    byp = F.max_pool2d(byp, 2, 2, ceil_mode=True)
+                kb = torch.kron(betas[ks].view(e, 1), torch.eye(cb, dtype=w.dtype, device=w.device)).t()
+                byp2 = _nhwc(byp).reshape(-1, cb)
+                bacc = byp2.mm(kb) if bacc is None else torch.addmm(bacc, byp2, kb)
+            else:
+                x = h
+            mods = [self._ops[j]._ops for j in ks]
+
+            def vec(o: int) -> torch.Tensor:
+                return w[:, o].repeat_interleave(c)  # noqa: B023 - used within this iteration
+
+            r = F.relu(x)
+            if stride == 2:
+                how, rd = "sub", r[:, :, ::2, ::2]
+            elif x.shape[-2] % 2 == 0 and x.shape[-1] % 2 == 0:
+                how, rd = "phase", _phase(r)
+            else:
+                how, rd = "direct", r
+            rr, rd = _rep(r, e), _rep(rd, e)
+            t = _pc_sep([m[_S3] for m in mods], rr, stride, vec(_S3), self.recompute)
+            t.add_(_pc_sep([m[_S5] for m in mods], rr, stride, vec(_S5), self.recompute))
+            t.add_(_pc_dil([m[_D3] for m in mods], rd, how, stride, vec(_D3)))
+            t.add_(_pc_dil([m[_D5] for m in mods], rd, how, stride, vec(_D5)))
+            if stride == 2:
+                t.add_(_pc_reduce([m[_SKIP] for m in mods], r, vec(_SKIP)))
+            n, _, ho, wo = t.shape
+            if acc is not None:
+                t.add_(acc.view(n, ho, wo, e * c).permute(0, 3, 1, 2))
+            pools = _bn(torch.cat([F.max_pool2d(x, 3, stride, 1), avg_pool_3x3(x, stride)], dim=1))
+            eye = torch.eye(c, dtype=w.dtype, device=w.device)
+            kp = torch.kron(w[:, _MAX:_SKIP], eye).t()
+            acc = torch.addmm(_nhwc(t).reshape(-1, e * c), _nhwc(pools).reshape(-1, 2 * c), kp)
+            if stride == 1:
+                acc.addmm_(_nhwc(x).reshape(-1, c), torch.kron(w[:, _SKIP : _SKIP + 1], eye).t())
+            if src == 0:
+                continue
+            # node src+1 has all its inputs: split it off, shuffle [op sum, bypass sum] into one tensor
+            ops, acc = acc.split([c, (e - 1) * c], dim=1) if e > 1 else (acc, None)
+            if k > 1:
+                bnode, bacc = bacc.split([cb, (e - 1) * cb], dim=1) if e > 1 else (bacc, None)  # type: ignore[union-attr]
+                parts = [ops.view(n, ho, wo, c, 1), bnode.view(n, ho, wo, k - 1, c).transpose(-1, -2)]
+                node = torch.cat(parts, dim=-1).view(n, ho, wo, big)
+            else:
+                node = ops.reshape(n, ho, wo, c)
+            states.append(node.permute(0, 3, 1, 2))
         return torch.cat(states[-STEPS:], dim=1)
 
     # ---- GDAS: only the sampled op of each edge
