@@ -5,9 +5,11 @@
    random gammas), and a full training step (forward, backward, RMSProp step) is timed at each size.
 2. Final MACs against the target: full AtomNAS runs on digits for each ``--targets`` (M MACs), with the
    controller finding rho; prints the final MACs, the gap to the target, the MACs the penalty alone reached
-   (before a cap or trim), test accuracy and wall time.
+   (before the final trim), the MACs the trim removed, test accuracy and wall time, after one unpenalised run
+   (same optimiser, gamma init and epochs) for the accuracy to compare with. Targets are fractions of the supernet.
 
-    python bench/bench_atomnas.py [--threads 1] [--epochs 10] [--targets 0.4 0.7] [--cifar] [--no-runs]
+    python bench/bench_atomnas.py [--threads 1] [--epochs 15] [--targets 0.4 0.7] [--params JSON] [--cifar]
+                                  [--no-runs] [--no-baseline] [--no-shrink-table]
 
 Step times are medians of ``--reps`` timed steps after two warm-up steps.
 """
@@ -15,9 +17,11 @@ Step times are medians of ``--reps`` timed steps after two warm-up steps.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -81,41 +85,66 @@ def bench_shrink(preset: str, shape: tuple[int, int, int], batch: int, reps: int
               f"{macs / full:>11.2f} {ms / base_ms:>11.2f}")  # fmt: skip
 
 
-def bench_targets(targets: list[float], epochs: int, threads: int) -> None:
-    print(f"\nAtomNAS on digits, {epochs} epochs, rho found by the controller")
-    print(f"{'target M':>9} {'final M':>8} {'gap':>7} {'penalty alone M':>16} {'trimmed':>8} {'test acc':>9} "
-          f"{'val acc':>8} {'seconds':>8}")  # fmt: skip
-    for t in targets:
-        cfg = ExperimentConfig(strategy="atomnas", space="mobilenet", dataset="digits", epochs=epochs,
-                               final_epochs=0, threads=threads, params={"target_macs": t})  # fmt: skip
-        rep = MemoryReporter(workdir=Path("nas_runs") / "bench_atomnas")
-        t0 = time.perf_counter()
-        res = run_experiment(cfg, rep)
-        extra = rep.architectures[-1].extra
-        alone = extra["macs_all_dead_removed"]
-        if extra["macs_before_trim"] is not None and extra["trimmed_atoms"]:
-            alone = extra["macs_before_trim"]
-        print(f"{t:>9.3f} {res.macs / 1e6:>8.4f} {(res.macs - t * 1e6) / (t * 1e6):>+7.1%} {alone / 1e6:>16.4f} "
-              f"{extra['trimmed_atoms']:>8} {res.accuracy:>9.3f} {extra['supernet_accuracy']:>8.3f} "
-              f"{time.perf_counter() - t0:>8.1f}")  # fmt: skip
+ECHO = False  # --echo: print the runs' logs
+SEED = 0  # --seed
+WORKDIR = Path("nas_runs") / "bench_atomnas"
+
+
+def _run(params: dict, epochs: int, threads: int) -> tuple[float, float, dict, float]:
+    cfg = ExperimentConfig(strategy="atomnas", space="mobilenet", dataset="digits", epochs=epochs,
+                           final_epochs=0, threads=threads, seed=SEED, params=params)  # fmt: skip
+    # a folder of its own: benches run side by side must not overwrite each other's exported networks
+    rep = MemoryReporter(workdir=Path(tempfile.mkdtemp(prefix="bench_atomnas_", dir=WORKDIR)), echo=ECHO)
+    t0 = time.perf_counter()
+    res = run_experiment(cfg, rep)
+    return res.macs, res.accuracy, rep.architectures[-1].extra, time.perf_counter() - t0
+
+
+def bench_targets(targets: list[float], epochs: int, threads: int, baseline: bool, params: dict) -> None:
+    """Targets are fractions of the digits supernet's MACs; ``params`` go to every penalised run."""
+    if baseline:  # same optimiser, init and epochs, no penalty (rho 1e-12 fixed) and nothing removed (threshold 0)
+        base = {k: v for k, v in params.items() if k in ("gamma_init", "lr", "bn_momentum")}
+        macs, acc, _, sec = _run({**base, "rho": 1e-12, "threshold": 0.0, "final_trim": False}, epochs, threads)
+        print(f"\nunpenalised supernet, {epochs} epochs: {macs / 1e6:.4f} M MACs, test acc {acc:.3f} ({sec:.0f} s)",
+              flush=True)  # fmt: skip
+    supernet = network_macs(get_space("mobilenet").build_supernet(10, (1, 8, 8), style="atomnas"), 10, (1, 8, 8))
+    print(f"\nAtomNAS on digits, {epochs} epochs, params {params or 'default'} (rho found by the tool unless given)")
+    print(f"{'target':>7} {'target M':>9} {'final M':>8} {'gap':>7} {'penalty alone M':>16} {'trim M':>7} "
+          f"{'trimmed':>8} {'rho end':>8} {'test acc':>9} {'seconds':>8}")  # fmt: skip
+    for frac in targets:
+        t = frac * supernet
+        macs, acc, extra, sec = _run({**params, "target_macs": t / 1e6}, epochs, threads)
+        alone = extra["macs_before_trim"] if extra["macs_before_trim"] is not None else macs
+        print(f"{frac:>7.2f} {t / 1e6:>9.4f} {macs / 1e6:>8.4f} {(macs - t) / t:>+7.1%} {alone / 1e6:>16.4f} "
+              f"{extra['trimmed_macs'] / 1e6:>7.4f} {extra['trimmed_atoms']:>8} {extra['rho_final']:>8.3g} "
+              f"{acc:>9.3f} {sec:>8.1f}", flush=True)  # fmt: skip
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--reps", type=int, default=10)
-    ap.add_argument("--epochs", type=int, default=10)
-    ap.add_argument("--targets", type=float, nargs="*", default=[0.4, 0.7])
+    ap.add_argument("--epochs", type=int, default=15)
+    ap.add_argument("--targets", type=float, nargs="*", default=[0.4, 0.7], help="fractions of the supernet's MACs")
+    ap.add_argument("--params", default="{}", help="JSON of AtomNAS params for the runs, e.g. '{\"gamma_init\": 0.5}'")
     ap.add_argument("--cifar", action="store_true", help="also time the cifar-search supernet (batch 16)")
     ap.add_argument("--no-runs", action="store_true", help="only the step-time table")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the unpenalised run")
+    ap.add_argument("--no-shrink-table", action="store_true", help="skip the step-time table")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the runs")
+    ap.add_argument("--echo", action="store_true", help="print the runs' logs (epoch by epoch)")
     args = ap.parse_args()
+    global ECHO, SEED
+    ECHO, SEED = args.echo, args.seed
+    WORKDIR.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s)")
-    bench_shrink("digits", (1, 8, 8), 64, args.reps)
+    if not args.no_shrink_table:
+        bench_shrink("digits", (1, 8, 8), 64, args.reps)
     if args.cifar:
         bench_shrink("cifar-search", (3, 32, 32), 16, max(3, args.reps // 3))
     if not args.no_runs:
-        bench_targets(args.targets, args.epochs, args.threads)
+        bench_targets(args.targets, args.epochs, args.threads, not args.no_baseline, json.loads(args.params))
 
 
 if __name__ == "__main__":

@@ -144,12 +144,20 @@ class AtomState:
                 out[k] = out.get(k, 0) + h
         return out
 
-    def dead_masks(self, net: MobileNetNetwork, threshold: float, ema_only: bool = False) -> dict[int, torch.Tensor]:
+    def dead_masks(
+        self, net: MobileNetNetwork, threshold: float, ema_only: bool = False, live_only: bool = False
+    ) -> dict[int, torch.Tensor]:
         """Per block, True where an atom is dead: |gamma| <= threshold for both the live weight and its EMA, or
-        the EMA alone (the last epoch). (The reference keeps an atom where either exceeds the threshold.)"""
+        the EMA alone (the last epoch), or the live weight alone (``live_only``: the atoms the penalty holds at
+        zero right now, which the MACs controller counts). (The reference keeps an atom where either exceeds the
+        threshold.)"""
+        if ema_only and live_only:
+            raise ValueError("dead_masks: ema_only and live_only exclude each other")
         out = {}
         for i, block in self.alive_blocks(net):
-            dead = self.ema[i].abs() <= threshold
+            dead = torch.ones_like(self.ema[i], dtype=torch.bool)
+            if not live_only:
+                dead &= self.ema[i].abs() <= threshold
             if not ema_only:
                 dead &= block.bn_dw.weight.detach().float().cpu().abs() <= threshold
             out[i] = dead

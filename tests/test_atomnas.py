@@ -24,7 +24,7 @@ from nas_core.spaces import get_space
 from nas_core.spaces.mobilenet import Mixed, Zero, estimate_macs
 from nas_core.spaces.mobilenet_blocks import InvertedResidual, atom_macs
 from nas_core.strategies import STRATEGIES
-from nas_core.strategies.atomnas import RMSpropTF, controller_factor, rho_ramp
+from nas_core.strategies.atomnas import RMSpropTF, controller_factor, proximal_l1_, rho_ramp, setpoint
 from storage import repo
 
 SP = get_space("mobilenet")
@@ -245,6 +245,10 @@ def test_dead_rule_and_budgeted_masks() -> None:
     dead = atoms.dead_masks(net, 1e-3)
     assert dead[i][:4].tolist() == [True, True, False, False] and int(sum(m.sum() for m in dead.values())) == 2
     assert int(atoms.dead_masks(net, 1e-3, ema_only=True)[i].sum()) == 2
+    live = atoms.dead_masks(net, 1e-3, live_only=True)  # what the controller counts: the live weight alone
+    assert live[i][:4].all() and int(sum(m.sum() for m in live.values())) == 4
+    with pytest.raises(ValueError, match="exclude"):
+        atoms.dead_masks(net, 1e-3, ema_only=True, live_only=True)
     # least |EMA| first; at_least goes past the budget, at most stays within it
     per_atom = float(atoms.macs[i][0])
     most = atoms.lowest_atoms_mask(net, 1.5 * per_atom, at_least=False)
@@ -262,6 +266,51 @@ def test_controller_and_ramp() -> None:
     assert controller_factor(2.0, 1.0, 1.0) == 2.0 and controller_factor(1.2, 1.0, 1.0) == pytest.approx(1.2)
     assert controller_factor(0.5, 1.0, 1.0) == 0.5 and controller_factor(0.1, 1.0, 1.0) == 0.5
     assert controller_factor(1.0, 1.0, 3.0) == 1.0
+    # setpoint: flat until the warm-up ends, straight in log MACs to the target, then flat
+    assert setpoint(0, 10, 30, 8.0, 2.0) == 8.0 and setpoint(10, 10, 30, 8.0, 2.0) == 8.0
+    assert setpoint(20, 10, 30, 8.0, 2.0) == pytest.approx(4.0) and setpoint(99, 10, 30, 8.0, 2.0) == 2.0
+    assert setpoint(5, 10, 10, 8.0, 2.0) == 8.0 and setpoint(11, 10, 10, 8.0, 2.0) == 2.0
+
+
+def test_proximal_l1_puts_atoms_at_exactly_zero() -> None:
+    """The proximal step soft-thresholds each gamma by lr * rho * c_j / ((1 - momentum) sqrt(square_avg + eps)):
+    gammas under that go to exactly 0 (and stay there without a CE gradient), the others move by it, signs kept."""
+    net = _supernet()
+    atoms = AtomState.from_network(net, 0.9)
+    opt = RMSpropTF(net.parameters(), lr=0.1, eps=1e-2, momentum=0.5)
+    i = _blocks(net)["s3.b1"]
+    w = net.blocks[i].bn_dw.weight
+    with torch.no_grad():
+        w.copy_(torch.linspace(-1.0, 1.0, len(w)))
+    before = w.detach().clone()
+    c = atoms.penalty[i]
+    # no optimiser state yet: square_avg counts as 0
+    tau = 0.1 * 0.2 * c / (0.5 * math.sqrt(1e-2))
+    proximal_l1_(net, atoms, opt, lr=0.1, rho=0.2)
+    expect = before.sign() * (before.abs() - tau).clamp_min(0)
+    assert torch.allclose(w.detach(), expect, atol=1e-6)
+    zeros = w.detach() == 0
+    assert zeros.any() and (~zeros).any() and torch.equal(zeros, before.abs() <= tau)
+    # with a square average the threshold shrinks as 1 / sqrt(square_avg + eps); rho 0 changes nothing
+    opt.state[w]["square_avg"] = torch.full_like(w, 0.99)
+    now = w.detach().clone()
+    proximal_l1_(net, atoms, opt, lr=0.1, rho=0.0)
+    assert torch.equal(w.detach(), now)
+    proximal_l1_(net, atoms, opt, lr=0.1, rho=0.2)
+    assert torch.allclose(w.detach(), now.sign() * (now.abs() - 0.1 * 0.2 * c / 0.5).clamp_min(0), atol=1e-6)
+    assert torch.equal(w.detach()[zeros], torch.zeros(int(zeros.sum())))
+
+
+def test_gamma_init_sets_every_atom_scale() -> None:
+    from types import SimpleNamespace
+
+    strategy = STRATEGIES["atomnas"]
+    params = {p.name: p.default for p in strategy.params} | {"gamma_init": 0.25}
+    ctx = SimpleNamespace(params=params, space=SP, data=SimpleNamespace(num_classes=10, input_shape=SHAPE))
+    net = strategy.build_supernet(ctx)  # type: ignore[arg-type]
+    for i, _ in searchable_blocks(net):
+        assert torch.all(net.blocks[i].bn_dw.weight == 0.25)
+    assert float(net.blocks[0].bn_dw.weight.detach()[0]) == 1.0  # the fixed first block is not an atom block
 
 
 def test_registered_for_the_mobilenet_space() -> None:
