@@ -33,6 +33,19 @@ class SeededRun:
         return {"NAS_RUNS_DIR": str(self.runs_dir), "NAS_DB_URL": self.url, "NAS_NO_AUTOSTART": "1"}
 
 
+@pytest.fixture
+def one_thread() -> Any:
+    """Torch on one intra-op thread for the test, restored after: the proxies and tiny supernets run thousands
+    of small ops, and on 2 busy cores 2 intra-op threads can be 30x slower. Modules opt in with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def seeded_run(tmp_path_factory: pytest.TempPathFactory) -> SeededRun:
     """Run `python -m nas_core search ... --json` once into a fresh runs folder and database."""

@@ -19,13 +19,7 @@ from nas_core.spaces.darts_ops import Identity, channel_shuffle
 SP = get_space("darts")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine OpenMP spinning makes small nets many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 V2_TEXT = format_genotype(PRESETS["DARTS_V2"])

@@ -19,14 +19,7 @@ from nas_core.spaces import nb201 as nb201_mod
 from nas_core.strategies import STRATEGIES, SearchContext
 from nas_core.strategies.gdas import tau_schedule
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny nets run thousands of small ops: on 2 busy cores, 2 intra-op threads are many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_data(n_train: int = 48, n_val: int = 16, augment: bool = False) -> Dataset:

@@ -13,14 +13,7 @@ from nas_core.spaces import get_space
 from nas_core.strategies import STRATEGIES, SearchContext
 from nas_core.strategies.darts import unrolled_alpha_grads
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny supernets run thousands of small ops: on 2 busy cores, 2 intra-op threads are many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY = dict(dataset="synthetic", epochs=1, batch_size=32, channels=4, cells_per_stage=1, final_epochs=0)
