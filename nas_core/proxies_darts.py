@@ -39,8 +39,6 @@ from nas_core.spaces.darts_ops import FactorizedReduce, ReLUConvBN, make_op, shi
 CELL_TYPES: tuple[str, ...] = ("normal", "reduce")
 #: alphas at or below this mark a pruned op (the reference's -INF = -1000)
 PRUNED_ALPHA = -1000.0
-#: the reference's NTK batch on DARTS / CIFAR-10
-DEFAULT_NTK_BATCH = 14
 
 
 _MAX, _AVG, _SKIP, _S3, _S5, _D3, _D5 = (

@@ -27,13 +27,14 @@ initialisation is a parameter (see nas_core.proxies).
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from nas_core.config import ConfigError, ExperimentConfig, ParamSpec
-from nas_core.proxies import ACTIVE_THRESHOLD, DEFAULT_NTK_BATCH, INITS, ProxyEvaluator
+from nas_core.proxies import ACTIVE_THRESHOLD, INITS, ProxyEvaluator
 from nas_core.proxies_darts import PRUNED_ALPHA, masked_softmax
 from nas_core.spaces.darts import derive_cell
 from nas_core.spaces.darts_genotype import DEFAULT_CONCAT, NODE_SLICES, DartsGenotype
@@ -49,7 +50,7 @@ DEFAULT_PRUNE_PER_ROUND: dict[str, int] = {"nb201": 1, "darts": 3}
 EDGE_GROUPS: dict[str, tuple[tuple[int, int], ...]] = {"nb201": (), "darts": NODE_SLICES}
 EDGES_PER_NODE = 2
 
-Candidate = tuple[Any, int]  # (edge key, op index); the edge key is an edge index or (cell index, edge index)
+Candidate = tuple[Any, int]  # (edge key, op index); the search's edge keys are (cell index, edge index)
 
 
 def active_mask(alpha: torch.Tensor) -> torch.Tensor:
@@ -180,7 +181,7 @@ class TENASStrategy(Strategy):
         ev = ProxyEvaluator(
             data.x_train,
             data.num_classes,
-            ntk_batch=int(p["ntk_batch"]) or DEFAULT_NTK_BATCH[space.name],
+            ntk_batch=int(p["ntk_batch"]) or None,  # 0: the evaluator's reference batch for the space
             region_samples=int(p["region_samples"]),
             init=str(p["init"]),
             seed=cfg.seed,
@@ -237,7 +238,7 @@ class TENASStrategy(Strategy):
             """The next round's candidates: ops of edges with > 1 active op, else one edge group's edges."""
             act = {ct: active_mask(alpha[ct]) for ct in cells}
             cands = [
-                (self._key(ci, e, multi), o)
+                ((ci, e), o)
                 for ci, ct in enumerate(cells)
                 for e in range(n_edges)
                 if int(act[ct][e].sum()) > 1
@@ -250,11 +251,8 @@ class TENASStrategy(Strategy):
                 for lo, hi in groups:
                     live = [e for e in range(lo, hi) if bool(act[ct][e].any())]
                     if len(live) > EDGES_PER_NODE:
-                        return "edges", [(self._key(ci, e, multi), int(act[ct][e].nonzero()[0])) for e in live]
+                        return "edges", [((ci, e), int(act[ct][e].nonzero()[0])) for e in live]
             return "done", []
-
-        def where(key: Any) -> tuple[str, int]:
-            return (cells[key[0]], key[1]) if multi else (cells[0], key)
 
         rep.alphas(0, 0, alpha_rows())
         rep.genotype(0, 0, genotype())
@@ -265,8 +263,8 @@ class TENASStrategy(Strategy):
             ctx.check_stop()
             stage, cands = next_step()
             weights = [setting(alpha)]
-            for key, o in cands:
-                ct, e = where(key)
+            for (ci, e), o in cands:
+                ct = cells[ci]
                 a = {c: v.clone() for c, v in alpha.items()}
                 if stage == "ops":
                     a[ct][e, o] = PRUNED
@@ -299,16 +297,14 @@ class TENASStrategy(Strategy):
                 dr = [round((r_full[r] - res[r][i][1]) / r_full[r], DELTA_DECIMALS) for r in range(repeats)]
                 d_kappa[c], d_regions[c] = sum(dk) / repeats, sum(dr) / repeats
             if stage == "ops":
-                per_edge = {key: 0 for key, _ in cands}
-                for key, _ in cands:
-                    per_edge[key] += 1
-                per_edge = {key: min(per_round, n - 1) for key, n in per_edge.items()}
+                ops_open = Counter(key for key, _ in cands)  # active ops per open edge
+                per_edge = {key: min(per_round, n - 1) for key, n in ops_open.items()}
                 chosen = choose_prunes(d_kappa, d_regions, per_edge)
             else:
                 edge_rounds += 1
                 chosen = choose_edges(d_kappa, d_regions)
             for (key, o), k_rank, r_rank in chosen:
-                ct, e = where(key)
+                ct, e = cells[key[0]], key[1]
                 if stage == "ops":
                     alpha[ct][e, o] = PRUNED
                 else:
@@ -330,10 +326,6 @@ class TENASStrategy(Strategy):
         settings = {**ev.settings(), "repeats": repeats}
         extra |= {"ntk_cond": kappa_now, "linear_regions": regions_now, "proxy_settings": settings}
         return SearchOutcome(genotype=g, accuracy=None, accuracy_kind="none", extra=extra)
-
-    @staticmethod
-    def _key(cell_index: int, edge: int, multi: bool) -> Any:
-        return (cell_index, edge) if multi else edge
 
     @staticmethod
     def _report(
