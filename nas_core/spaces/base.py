@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -10,6 +11,14 @@ from torch import nn
 
 class GenotypeError(ValueError):
     """A genotype string or JSON document was malformed; the message says where."""
+
+
+def json_document(text: str) -> Any:
+    """The JSON document of a genotype given as text; GenotypeError naming the JSON error otherwise."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise GenotypeError(f"genotype JSON is not valid JSON: {exc}") from None
 
 
 def check_document(doc: Any, space: str, what: str = "genotype JSON") -> dict[str, Any]:

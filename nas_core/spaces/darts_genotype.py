@@ -15,11 +15,10 @@ PC-DARTS logs print it) and AutoDL's per-node nested pairs ``[(('op', 0), ('op',
 from __future__ import annotations
 
 import ast
-import json
 from dataclasses import dataclass
 from typing import Any
 
-from nas_core.spaces.base import GenotypeError, check_document
+from nas_core.spaces.base import GenotypeError, check_document, json_document
 
 OPS: tuple[str, ...] = (
     "none",
@@ -289,11 +288,7 @@ def parse_genotype(text: str) -> DartsGenotype:
     if p is not None:
         return p
     if text.startswith("{"):
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise GenotypeError(f"genotype JSON is not valid JSON: {exc}") from None
-        return genotype_from_json(doc)
+        return genotype_from_json(json_document(text))
     if "(" not in text:
         raise GenotypeError(f"unknown DARTS preset {text!r}; presets: {', '.join(PRESETS)}")
     return parse_text(text)

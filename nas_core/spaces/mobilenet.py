@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from nas_core.config import ConfigError
-from nas_core.spaces.base import GenotypeError, SearchSpace, check_document
+from nas_core.spaces.base import GenotypeError, SearchSpace, check_document, json_document
 from nas_core.spaces.mobilenet_blocks import (
     KERNELS,
     InvertedResidual,
@@ -495,11 +495,7 @@ def parse_genotype(text: str) -> MobileNetGenotype:
     if not text:
         raise GenotypeError(f"empty mobilenet genotype; give a name ({', '.join(GENOTYPE_PRESETS)}) or JSON")
     if text.startswith("{"):
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise GenotypeError(f"genotype JSON is not valid JSON: {exc}") from None
-        return genotype_from_json(doc)
+        return genotype_from_json(json_document(text))
     try:
         return GENOTYPE_PRESETS[text.lower()]
     except KeyError:

@@ -43,6 +43,7 @@ from nas_core.spaces.mobilenet import (
     OPS,
     MBConv,
     MobileNetGenotype,
+    MobileNetNetwork,
     _check_width,
     block_groups,
     get_preset,
@@ -294,12 +295,8 @@ class ProxylessSupernet(nn.Module):
             out.append(b.gates)
         return out
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        for block in self.blocks:
-            x = block(x)
-        x = self.pool(self.head(x)).flatten(1)
-        return self.classifier(self.dropout(x))
+    # the stand-alone network's forward: stem, blocks (here mixed), head, pool, dropout, classifier
+    forward = MobileNetNetwork.forward
 
     # ------------------------------------------------------------------ what the search reports
 

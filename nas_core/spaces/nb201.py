@@ -8,7 +8,6 @@ by ResNet blocks, BN-ReLU, pooling, classifier) reproduces the benchmark's param
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas_core.spaces.base import GenotypeError, SearchSpace, check_document
+from nas_core.spaces.base import GenotypeError, SearchSpace, check_document, json_document
 
 OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 #: (target, source) pairs in the benchmark's order: node 1, then node 2, then node 3.
@@ -61,11 +60,7 @@ def parse_genotype(text: str) -> NB201Genotype:
     if not text:
         raise GenotypeError("empty NB201 genotype; expected e.g. |nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+...")
     if text.startswith("{"):
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise GenotypeError(f"genotype JSON is not valid JSON: {exc}") from None
-        return genotype_from_json(doc)
+        return genotype_from_json(json_document(text))
     nodes = text.split("+")
     if len(nodes) != NUM_NODES - 1:
         raise GenotypeError(f"an NB201 arch string has {NUM_NODES - 1} nodes joined by '+', found {len(nodes)}")
