@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from types import SimpleNamespace
 from typing import Any
 
 
@@ -252,23 +251,25 @@ def final_network_options(space: Any, layers: int, auxiliary: bool) -> dict[str,
         raise ConfigError(f"final_{exc.field}", exc.message) from None
 
 
-def check_final_network(space: Any, cfg: Any, num_classes: int, input_shape: tuple[int, int, int]) -> None:
-    """Build a stand-in final network (a preset genotype, on the meta device: no memory) before the search.
+def _check_final_network(space: Any, values: dict[str, Any], input_shape: tuple[int, int, int]) -> None:
+    """Build a stand-in final network (a preset genotype, on the meta device: no memory) before queueing.
 
-    The auxiliary head's input-size limit depends on the data, not the genotype, so a final network that
-    cannot be built is refused in seconds, naming ``final_auxiliary``, rather than after the whole search.
-    Spaces without presets, or runs without recipe options, are not probed.
+    The auxiliary head's input-size limit depends on the data's size, not the genotype, so a final network
+    that cannot be built is refused when the config is validated, naming ``final_auxiliary``, rather than
+    after the whole search. Spaces without presets, or runs without recipe options, are not probed.
     """
     import torch
 
-    options = final_network_options(space, cfg.final_layers, cfg.final_auxiliary)
+    options = final_network_options(space, values["final_layers"], values["final_auxiliary"])
     presets = getattr(space, "presets", None)
     if not options.get("auxiliary") or presets is None or not presets():
         return
     stand_in = next(iter(presets().values()))
     try:
         with torch.device("meta"):
-            space.build_network(stand_in, num_classes, input_shape, cfg.final_channels, cfg.cells_per_stage, **options)
+            space.build_network(
+                stand_in, 10, input_shape, values["final_channels"], values["cells_per_stage"], **options
+            )
     except ConfigError as exc:
         raise ConfigError(f"final_{exc.field}", exc.message) from None
 
@@ -359,7 +360,7 @@ class ExperimentConfig:
         _check_final_recipe(SPACES[self.space], values)
         if values["final_auxiliary"] and not strat.trains_network:  # the head's input-size limit, before queueing
             shape = input_shape(self.dataset, values["image_size"])
-            check_final_network(SPACES[self.space], SimpleNamespace(**values), 10, shape)
+            _check_final_network(SPACES[self.space], values, shape)
         if not isinstance(self.params, dict):
             raise ConfigError("params", "must be a mapping of strategy parameters")
         specs = {p.name: p for p in strat.params}

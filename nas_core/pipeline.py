@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from nas_core.config import ExperimentConfig, check_final_network, final_network_options
+from nas_core.config import ExperimentConfig, final_network_options
 from nas_core.data import load_dataset
 from nas_core.export import export_all, sha256
 from nas_core.metrics import device_name, profile_network
@@ -79,8 +79,6 @@ def run_experiment(config: ExperimentConfig, reporter: Reporter) -> ExperimentRe
                         image_size=cfg.image_size, max_train_per_class=cfg.max_train_per_class)  # fmt: skip
     reporter.log(f"data: {data.summary()}")
     reporter.log(f"strategy {strategy.label} on {space.label}; {cfg.threads} thread(s) on {device_name(device)}")
-    if not strategy.trains_network:
-        check_final_network(space, cfg, data.num_classes, data.input_shape)  # validated() checked the nominal shape
     final_options = final_network_options(space, cfg.final_layers, cfg.final_auxiliary)
 
     search_units = cfg.epochs * strategy.relative_cost
