@@ -58,7 +58,10 @@ def timed(fn: Callable[[], object], reps: int) -> float:
 
 
 def reference_peer(num_classes: int, in_ch: int):
-    """xautodl's NB201 search network at TE-NAS's NTK settings, forward as TE-NAS's cell: (net, forward), or None."""
+    """xautodl's NB201 search network at TE-NAS's NTK settings with TE-NAS's cell forward; None without xautodl
+    or for inputs other than 3 channels (its stem takes min(3, C) channels)."""
+    if in_ch != 3:
+        return None
     try:
         from xautodl.models.cell_operations import SearchSpaceNames
         from xautodl.models.cell_searchs.search_cells import NAS201SearchCell
@@ -81,8 +84,6 @@ def reference_peer(num_classes: int, in_ch: int):
 
     torch.manual_seed(0)
     net = TinyNetworkDarts(3, 1, 4, num_classes, SearchSpaceNames["nas-bench-201"], True, False)
-    if in_ch != 3:
-        return None
     for cell in net.cells:
         if isinstance(cell, NAS201SearchCell):
             cell.forward = types.MethodType(cell_forward, cell)
