@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nas_core.metrics import device_name, measure_latency
+from nas_core.metrics import device_name, measure_latency, steady_allocator
 from nas_core.spaces.base import GenotypeError
 from nas_core.spaces.mobilenet import (
     OPS,
@@ -86,6 +86,8 @@ class LatencyLUT:
     repeats: int = 50
     build_seconds: float = 0.0
     method: str = "network"
+    #: how malloc was set while measuring (:func:`nas_core.metrics.steady_allocator`); older tables: "default"
+    allocator: str = "default"
     created: float = field(default_factory=time.time)
     path: Path | None = None
     reused: bool = False
@@ -93,7 +95,14 @@ class LatencyLUT:
     @property
     def key(self) -> dict[str, Any]:
         return lut_key(
-            self.preset, self.width, self.input_shape, self.num_classes, self.threads, self.device, self.method
+            self.preset,
+            self.width,
+            self.input_shape,
+            self.num_classes,
+            self.threads,
+            self.device,
+            self.method,
+            self.allocator,
         )
 
     @property
@@ -131,6 +140,7 @@ class LatencyLUT:
             threads=int(k["threads"]),
             device=str(k["device"]),
             method=str(k.get("method", "isolated")),
+            allocator=str(k.get("allocator", "default")),
             fixed={str(n): float(v) for n, v in doc["fixed"].items()},
             fixed_macs={str(n): int(v) for n, v in doc["fixed_macs"].items()},
             blocks={b: {o: float(v) for o, v in doc["blocks"][b].items()} for b in order},
@@ -153,10 +163,13 @@ def lut_key(
     threads: int,
     device: str,
     method: str = "network",
+    allocator: str = "default",
 ) -> dict[str, Any]:
-    """What a measured table depends on: the skeleton, the machine (threads, device name) and the method."""
+    """What a measured table depends on: the skeleton, the machine (threads, device name), the method and how
+    malloc was set (a table timed with glibc's self-adjusting thresholds is not reused once they are fixed)."""
     return {
         "method": method,
+        "allocator": allocator,
         "preset": preset,
         "width": float(width),
         "input_shape": [int(v) for v in input_shape],
@@ -299,6 +312,7 @@ def measure_in_network(
     """
     from nas_core.spaces.mobilenet import MobileNetNetwork
 
+    steady_allocator()
     n_blocks = len(get_preset(preset).block_names())
     nets = {}
     for op in CANDIDATE_OPS:
@@ -447,6 +461,7 @@ def build_lut(
         repeats,
         build_seconds=time.perf_counter() - t0,
         method=method,
+        allocator=steady_allocator(),
     )
 
 
@@ -464,7 +479,7 @@ def load_or_build_lut(
     method: str = "network",
 ) -> LatencyLUT:
     """The stored table for this skeleton and machine, or a freshly measured one saved there for next time."""
-    key = lut_key(preset, width, input_shape, num_classes, threads, device_name(device), method)
+    key = lut_key(preset, width, input_shape, num_classes, threads, device_name(device), method, steady_allocator())
     path = lut_path(lut_dir, key)
     if path.is_file():
         try:

@@ -16,15 +16,18 @@ from nas_core import latency_lut
 from nas_core.config import ConfigError, ExperimentConfig
 from nas_core.data import load_dataset
 from nas_core.latency_lut import (
+    LatencyLUT,
     build_lut,
     latency_table,
     load_or_build_lut,
     lut_frame,
+    lut_key,
+    lut_path,
     macs_table,
     predict_latency,
     predict_macs,
 )
-from nas_core.metrics import count_macs
+from nas_core.metrics import count_macs, steady_allocator
 from nas_core.pipeline import run_experiment
 from nas_core.reporting import MemoryReporter
 from nas_core.spaces import get_space
@@ -461,6 +464,61 @@ def test_lut_is_built_once_then_read_from_the_file(method, tmp_path, monkeypatch
     doc = json.loads(first.path.read_text())
     assert doc["key"]["threads"] == 1 and doc["key"]["device"] and doc["key"]["input_shape"] == [1, 8, 8]
     assert doc["key"]["method"] == method
+    assert doc["key"]["allocator"] == steady_allocator() == first.allocator
+
+
+def test_table_measured_before_the_steady_allocator_is_read_but_measured_again(tmp_path, digits_lut):
+    """A stored table from before malloc's thresholds were fixed still opens (the Monitor shows it), but a
+    search measures a new one: its timings carry page faults the new measurements do not have."""
+    doc = digits_lut.to_json()
+    del doc["key"]["allocator"]
+    old = LatencyLUT.from_json(doc)
+    assert old.allocator == "default" and old.blocks == digits_lut.blocks
+    key = lut_key("digits", 1.0, DIGITS, 10, 1, digits_lut.device, "network")  # how the old key was hashed
+    del key["allocator"]
+    path = lut_path(tmp_path, key)
+    path.write_text(json.dumps(doc))
+    lut = load_or_build_lut(tmp_path, "digits", 1.0, DIGITS, 10, **FAST_LUT)
+    if steady_allocator() != "default":
+        assert not lut.reused and lut.path != path and path.is_file()
+
+
+_FAULTS_SCRIPT = """
+import resource, sys, torch
+from torch import nn
+from nas_core.metrics import steady_allocator
+torch.set_num_threads(1)
+m = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1), nn.Conv2d(32, 8, 1))
+x = torch.randn(1, 3, 224, 224)  # 6.4 MB activations, as a 224x224 network's first blocks
+def faults():
+    with torch.inference_mode():
+        for _ in range(3):
+            m(x)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for _ in range(10):
+            m(x)
+        return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10
+print(faults(), steady_allocator(), faults())
+"""
+
+
+def test_steady_allocator_stops_page_faults_in_timed_forward_passes():
+    """In a fresh process (glibc's thresholds untouched), megabyte activations fault their pages in on every
+    forward pass; once :func:`steady_allocator` has run, none do, so latencies do not depend on what the
+    process allocated before."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run(
+        [sys.executable, "-c", _FAULTS_SCRIPT], cwd=root, capture_output=True, text=True, check=True, timeout=120
+    ).stdout.split()
+    before, mode, after = float(out[0]), out[1], float(out[2])
+    if mode == "default":
+        pytest.skip("not glibc: malloc's thresholds are left alone")
+    assert mode == "glibc-steady"
+    assert before > 100  # pages of a 6.4 MB buffer: ~1,600 per buffer; measured here ~4,700 per pass
+    assert after < 5
 
 
 def test_lut_frame_rows(digits_lut):
