@@ -14,6 +14,8 @@ burst of load on a shared machine hits all networks alike. Target (issue 5, nn-M
 networks within 10%. Both table methods are compared: ``network`` (each block timed inside a whole network,
 what the strategy uses) and ``isolated`` (each module timed alone, the classic table).
 
+It then prints how steady the machine was: the spread of each network's round medians. Where that spread
+nears 10% (a shared or throttling machine), the comparison says nothing about the table.
 The last lines also fit one constant offset (measured - predicted, the per-network overhead the per-block
 table cannot see) with leave-one-out, to show how much a calibrated fixed term would change.
 """
@@ -84,12 +86,20 @@ def derived_by_search(epochs: int, targets: list[float], lut_dir: Path, threads:
 
 
 def measure_all(models: list[torch.nn.Module], shape: tuple[int, int, int], threads: int, repeats: int,
-                rounds: int) -> list[float]:  # fmt: skip
+                rounds: int) -> list[list[float]]:  # fmt: skip
+    """Each network's median latency in each of ``rounds`` interleaved rounds."""
     per_round: list[list[float]] = [[] for _ in models]
     for _ in range(rounds):
         for i, m in enumerate(models):
             per_round[i].append(measure_latency(m, shape, threads=threads, repeats=repeats)["latency_ms"])
-    return [statistics.median(v) for v in per_round]
+    return per_round
+
+
+def steadiness(per_round: list[list[float]]) -> tuple[float, float]:
+    """Median and largest (max - min) / min of the networks' round medians, in percent: how far the machine's
+    own speed moved while it measured. A table cannot be checked to 10% on a machine that moves about as much."""
+    spreads = [100.0 * (max(v) - min(v)) / min(v) for v in per_round if len(v) > 1]
+    return (statistics.median(spreads), max(spreads)) if spreads else (0.0, 0.0)
 
 
 def main() -> int:
@@ -112,6 +122,7 @@ def main() -> int:
     print(f"device: {device_name('cpu')}, {args.threads} thread(s), torch {torch.__version__}, "
           f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}")  # fmt: skip
     all_rows: list[tuple[str, str, dict[str, float], float]] = []
+    spreads: dict[str, tuple[float, float]] = {}
     for preset in args.presets:
         shape, classes = SHAPES[preset]
         luts = {}
@@ -132,7 +143,9 @@ def main() -> int:
             nets = derived_by_search(args.search_epochs, targets, lut_dir, args.threads) + nets
         torch.manual_seed(args.seed)
         models = [SP.build_network(genotype_text(preset, ops), classes, shape) for _, ops in nets]
-        measured = measure_all(models, shape, args.threads, args.repeats, args.rounds)
+        per_round = measure_all(models, shape, args.threads, args.repeats, args.rounds)
+        spreads[preset] = steadiness(per_round)
+        measured = [statistics.median(v) for v in per_round]
         for (kind, ops), ms in zip(nets, measured):
             preds = {m: predict_latency(t, genotype_text(preset, ops)) for m, t in luts.items()}
             all_rows.append((preset, kind, preds, ms))
@@ -144,6 +157,10 @@ def main() -> int:
     for method in args.methods:
         rows = [(p, k, pr[method], ms, 100.0 * (pr[method] - ms) / ms) for p, k, pr, ms in all_rows]
         summary(method, rows, args.presets)
+    print("\nmachine steadiness (spread of each network's round medians; needs to be well under 10%):")
+    for preset, (med, worst) in spreads.items():
+        verdict = "steady enough" if worst < 5 else "too unsteady for a 10% check: rerun on a quiet machine"
+        print(f"  {preset}: median {med:.1f}%, largest {worst:.1f}% -> {verdict}")
     tmp.cleanup()
     return 0
 
