@@ -47,6 +47,30 @@ def one_thread() -> Any:
 
 
 @pytest.fixture(scope="session")
+def postgres_server() -> Any:
+    """One throwaway PostgreSQL server for the session (tests/pg_server.py); each test makes its own database.
+
+    Skipped where the server binaries or the psycopg driver are missing, unless ``NAS_REQUIRE_POSTGRES=1``
+    (``.ci/run`` sets it after installing them), where that is a failure."""
+    from pg_server import PostgresServer, find_bin_dir
+
+    missing = None
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        missing = "the psycopg driver (pip install 'psycopg[binary]')"
+    if find_bin_dir() is None:
+        missing = "the PostgreSQL server (apt-get install postgresql)"
+    if missing:
+        if os.environ.get("NAS_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"NAS_REQUIRE_POSTGRES=1 but {missing} is not installed")
+        pytest.skip(f"{missing} is not installed")
+    server = PostgresServer(find_bin_dir()).start()  # type: ignore[arg-type]
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def seeded_run(tmp_path_factory: pytest.TempPathFactory) -> SeededRun:
     """Run `python -m nas_core search ... --json` once into a fresh runs folder and database."""
     runs = tmp_path_factory.mktemp("seeded_runs")

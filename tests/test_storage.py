@@ -1,4 +1,5 @@
-"""Storage against a real SQLite file: migrations, atomic claims, batched writes, the DataFrame contract."""
+"""Storage against a real SQLite file and a real PostgreSQL server: migrations, atomic claims (threads and
+processes), batched writes, the DataFrame contract. Every test taking ``db`` or ``backend`` runs on both."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,26 +18,36 @@ import pytest
 from sqlalchemy import inspect, text, update
 
 from storage import repo
-from storage.db import get_engine, session
+from storage.db import dispose_engines, get_engine, session
 from storage.models import Base, Job
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = {"strategy": "darts", "space": "nb201", "dataset": "synthetic", "epochs": 3, "name": "cfg-name"}
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database: a fresh SQLite file, or a fresh database on the session's PostgreSQL server."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'nas.db'}"
+        return
+    url = request.getfixturevalue("postgres_server").url(f"t_{uuid.uuid4().hex[:12]}")
+    yield url
+    dispose_engines()  # this process's pooled connections to it
+
+
 @pytest.fixture
-def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    url = f"sqlite:///{tmp_path / 'nas.db'}"
-    monkeypatch.setenv("NAS_DB_URL", url)
+def db(backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("NAS_DB_URL", backend)
     monkeypatch.setenv("NAS_RUNS_DIR", str(tmp_path / "runs"))
     repo.init_db()
-    return url
+    return backend
 
 
-def _env(tmp_path: Path) -> dict[str, str]:
+def _env(tmp_path: Path, url: str) -> dict[str, str]:
     env = os.environ.copy()
     env.update(
-        NAS_DB_URL=f"sqlite:///{tmp_path / 'nas.db'}",
+        NAS_DB_URL=url,
         NAS_RUNS_DIR=str(tmp_path / "runs"),
         NAS_NO_AUTOSTART="1",
         PYTHONPATH=str(ROOT),
@@ -42,7 +55,7 @@ def _env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def _run_parallel(script: str, tmp_path: Path, args: list[list[str]], timeout: float = 60) -> list[str]:
+def _run_parallel(script: str, tmp_path: Path, url: str, args: list[list[str]], timeout: float = 60) -> list[str]:
     """Run one process per argument list, released together once all have imported; return their stdout.
 
     Each script gets ``sys.argv[1]`` (a folder): it must create ``ready-<pid>`` there, then wait for ``go``.
@@ -52,7 +65,7 @@ def _run_parallel(script: str, tmp_path: Path, args: list[list[str]], timeout: f
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", BARRIER + script, str(gate), *a],
-            env=_env(tmp_path),
+            env=_env(tmp_path, url),
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -98,7 +111,6 @@ while not (_gate / "go").exists():
 def test_init_db_creates_schema_and_is_idempotent(db: str, tmp_path: Path) -> None:
     from alembic.script import ScriptDirectory
 
-    assert (tmp_path / "nas.db").exists()
     repo.init_db()  # second run: nothing to do, no error
     tables = set(inspect(get_engine(db)).get_table_names())
     expected = {
@@ -117,6 +129,9 @@ def test_init_db_creates_schema_and_is_idempotent(db: str, tmp_path: Path) -> No
     head = ScriptDirectory(str(repo.MIGRATIONS_DIR)).get_current_head()
     with get_engine(db).connect() as conn:
         assert conn.scalar(text("SELECT version_num FROM alembic_version")) == head
+        if conn.dialect.name != "sqlite":
+            return
+        assert (tmp_path / "nas.db").exists()
         assert conn.scalar(text("PRAGMA journal_mode")) == "wal"
         assert conn.scalar(text("PRAGMA foreign_keys")) == 1
         assert conn.scalar(text("PRAGMA busy_timeout")) == 30000
@@ -151,9 +166,10 @@ print(" ".join(map(str, created)), "|", " ".join(map(str, got)))
 """
 
 
-def test_two_processes_migrate_create_and_claim_at_once(tmp_path: Path) -> None:
-    """Both migrate a fresh file at the same moment, then race to queue and claim: every job runs once."""
-    outs = _run_parallel(INIT_AND_CLAIM_SCRIPT, tmp_path, [["a"], ["b"]])
+def test_two_processes_migrate_create_and_claim_at_once(backend: str, tmp_path: Path) -> None:
+    """Both migrate a fresh database at the same moment (SQLite's write lock, PostgreSQL's advisory lock), then
+    race to queue and claim (``FOR UPDATE SKIP LOCKED`` on PostgreSQL): every job runs once."""
+    outs = _run_parallel(INIT_AND_CLAIM_SCRIPT, tmp_path, backend, [["a"], ["b"]])
     created = [int(x) for o in outs for x in o.split("|")[0].split()]
     claimed = [int(x) for o in outs for x in o.split("|")[1].split()]
     assert sorted(created) == list(range(1, 13))

@@ -351,3 +351,37 @@ def test_ensure_local_worker(db: str, tmp_path: Path, monkeypatch: pytest.Monkey
         _wait_for(lambda: not _pid_alive(pid), 20, "the autostarted worker to exit")
         os.waitpid(pid, 0)
     assert repo.alive_workers().empty
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_postgresql(
+    postgres_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, procs: Callable[..., subprocess.Popen]
+) -> None:
+    """The multi-machine set-up (many workers, one PostgreSQL), here on one machine: two real worker processes
+    drain one queue of real runs; each run is claimed once (``FOR UPDATE SKIP LOCKED``), both workers take part,
+    and every run lands whole: result, epochs, architecture row, artifacts."""
+    url = postgres_server.url("workers")
+    monkeypatch.setenv("NAS_DB_URL", url)
+    monkeypatch.setenv("NAS_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("NAS_NO_AUTOSTART", "1")
+    repo.init_db()
+    ids = [repo.create_experiment(TINY, name=f"pg-{i}") for i in range(3)]
+    workers = [procs("worker", "--poll", "0.2", "--idle-exit", "2") for _ in range(2)]
+    for w in workers:
+        out, _ = w.communicate(timeout=600)
+        assert w.returncode == 0, out
+    ran_by = set()
+    for exp_id in ids:
+        exp = repo.get_experiment(exp_id)
+        assert exp["status"] == "succeeded", (exp["error"], exp["traceback"])
+        assert exp["attempts"] == 1 and exp["genotype"].count("~") == 6
+        assert not repo.epochs_df(exp_id).empty and not repo.alphas_df(exp_id).empty
+        assert {"genotype_json", "checkpoint"} <= set(repo.artifacts_df(exp_id)["kind"])
+        ran_by.add(exp["worker_id"])
+    assert len(ran_by) == 2  # both workers ran jobs
+    arch = repo.architectures_df(ids)
+    assert sorted(arch["experiment_id"]) == ids
+    assert repo.alive_workers().empty  # both unregistered on exit
+    from storage.db import dispose_engines
+
+    dispose_engines()
