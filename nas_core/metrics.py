@@ -87,7 +87,7 @@ def device_name(device: torch.device | str = "cpu") -> str:
 
 #: glibc ``mallopt`` parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-#: While latency is measured, blocks up to this size come from the heap (glibc's ceiling for the setting) ...
+#: Once latency has been measured, blocks up to this size come from the heap (glibc's ceiling for the setting) ...
 STEADY_MMAP_THRESHOLD = 32 << 20
 #: ... and up to this much free memory at the heap's top is kept rather than handed back to the system.
 STEADY_TRIM_THRESHOLD = 256 << 20

@@ -59,13 +59,14 @@ def postgres_server() -> Any:
         import psycopg  # noqa: F401
     except ImportError:
         missing = "the psycopg driver (pip install 'psycopg[binary]')"
-    if find_bin_dir() is None:
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
         missing = "the PostgreSQL server (apt-get install postgresql)"
     if missing:
         if os.environ.get("NAS_REQUIRE_POSTGRES") == "1":
             pytest.fail(f"NAS_REQUIRE_POSTGRES=1 but {missing} is not installed")
         pytest.skip(f"{missing} is not installed")
-    server = PostgresServer(find_bin_dir()).start()  # type: ignore[arg-type]
+    server = PostgresServer(bin_dir).start()  # type: ignore[arg-type]
     yield server
     server.stop()
 
