@@ -36,7 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from nas_core.latency_lut import load_or_build_lut, predict_latency  # noqa: E402
+from nas_core.latency_lut import UNSTEADY_SPREAD_PCT, load_or_build_lut, predict_latency  # noqa: E402
 from nas_core.metrics import device_name, measure_latency  # noqa: E402
 from nas_core.spaces import get_space  # noqa: E402
 from nas_core.spaces.mobilenet import PRESETS, layout  # noqa: E402
@@ -159,8 +159,8 @@ def main() -> int:
         summary(method, rows, args.presets)
     print("\nmachine steadiness (spread of each network's round medians; needs to be well under 10%):")
     for preset, (med, worst) in spreads.items():
-        verdict = "steady enough" if worst < 5 else "too unsteady for a 10% check: rerun on a quiet machine"
-        print(f"  {preset}: median {med:.1f}%, largest {worst:.1f}% -> {verdict}")
+        verdict = "steady enough" if worst <= UNSTEADY_SPREAD_PCT else "too unsteady for a 10% check"
+        print(f"  {preset}: median {med:.1f}%, largest {worst:.1f}% -> {verdict} (bar: {UNSTEADY_SPREAD_PCT:g}%)")
     tmp.cleanup()
     return 0
 

@@ -9,7 +9,9 @@ warm-up, as the median of repeats, threads fixed. By default each entry is timed
 alone in a tight loop (``method="isolated"``, the classic table) predicted whole networks 12-30% too low
 on a quiet 16-core Xeon (``bench/bench_proxyless.py``), because a module repeated alone runs hotter than
 the same module between its neighbours; the in-network table predicted 23 of 24 digits/CIFAR networks
-within 10%.
+within 10%. A table also records how far the machine's own speed moved between its interleaved measurement
+rounds (``round_spread_pct``): on a shared or throttling machine that spread, not the table, bounds how well
+it predicts, and the log and the Monitor say so above :data:`UNSTEADY_SPREAD_PCT`.
 
 A table is keyed by (preset, width, input shape, classes, threads, device name) and stored as JSON in a
 folder the caller passes (the engine does not know the runs folder; :func:`default_lut_dir` is
@@ -54,6 +56,8 @@ LUT_FORMAT = 1
 LUT_METHODS = ("network", "isolated")
 #: Rounds over the candidate networks in :func:`measure_in_network` (repeats are split between them).
 IN_NETWORK_ROUNDS = 3
+#: A round spread above this (%) means the machine's speed moved too much for a table held to 10%.
+UNSTEADY_SPREAD_PCT = 5.0
 #: The six MBConv candidates (the table's ops besides zero).
 CANDIDATE_OPS = tuple(op for op in OPS if op != "zero")
 
@@ -88,6 +92,9 @@ class LatencyLUT:
     method: str = "network"
     #: how malloc was set while measuring (:func:`nas_core.metrics.steady_allocator`); older tables: "default"
     allocator: str = "default"
+    #: how far the machine's speed moved while the table was measured: the largest spread (%) of a candidate
+    #: network's per-round median time over the interleaved rounds; None for the isolated method or old tables
+    round_spread_pct: float | None = None
     created: float = field(default_factory=time.time)
     path: Path | None = None
     reused: bool = False
@@ -105,6 +112,16 @@ class LatencyLUT:
             self.allocator,
         )
 
+    def steadiness(self) -> str:
+        """One sentence on how steady the machine was while the table was measured ("" when not known)."""
+        if self.round_spread_pct is None:
+            return ""
+        text = f"the machine's speed moved {self.round_spread_pct:.1f}% between measurement rounds"
+        if self.round_spread_pct > UNSTEADY_SPREAD_PCT:
+            where = f" (delete {self.path} to measure it again)" if self.path else ""
+            text += f": too unsteady for predictions within 10%; measure it on a quieter machine{where}"
+        return text
+
     @property
     def fixed_ms(self) -> float:
         return float(sum(self.fixed.values()))
@@ -121,6 +138,7 @@ class LatencyLUT:
             "warmup": self.warmup,
             "repeats": self.repeats,
             "build_seconds": self.build_seconds,
+            "round_spread_pct": self.round_spread_pct,
             "created": self.created,
         }
 
@@ -149,6 +167,7 @@ class LatencyLUT:
             warmup=int(doc.get("warmup", 0)),
             repeats=int(doc.get("repeats", 0)),
             build_seconds=float(doc.get("build_seconds", 0.0)),
+            round_spread_pct=None if doc.get("round_spread_pct") is None else float(doc["round_spread_pct"]),
             created=float(doc.get("created", 0.0)),
             path=path,
             reused=path is not None,
@@ -289,6 +308,15 @@ def _signature(entry: dict[str, Any]) -> str:
     return f"{entry['fixed']}|{entry['input']}"
 
 
+@dataclass(frozen=True)
+class InNetworkTimes:
+    """What :func:`measure_in_network` measured: ms per fixed layer name and per (block, op), and how steady the
+    machine was (largest spread, in %, of a candidate network's per-round median total; None with one round)."""
+
+    entries: dict[Any, float]
+    round_spread_pct: float | None
+
+
 def measure_in_network(
     preset: str,
     width: float,
@@ -298,7 +326,7 @@ def measure_in_network(
     warmup: int = 10,
     repeats: int = 50,
     device: str = "cpu",
-) -> dict[Any, float]:
+) -> InNetworkTimes:
     """Median ms of every fixed layer and every (block, op), each timed inside a whole network.
 
     For each MBConv candidate one network uses it in every searchable block; its forward pass is run with a
@@ -350,6 +378,7 @@ def measure_in_network(
         return out
 
     samples: dict[str, list[list[float]]] = {op: [] for op in nets}
+    rounds_of: dict[str, list[list[list[float]]]] = {op: [] for op in nets}  # the same samples, by round
     rounds = max(1, min(IN_NETWORK_ROUNDS, repeats))
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -359,8 +388,10 @@ def measure_in_network(
                 for op, net in nets.items():
                     for _ in range(warmup if r == 0 else max(1, warmup // rounds)):
                         timed(net)
+                    rounds_of[op].append([])
                     for _ in range(repeats // rounds + (r < repeats % rounds)):
                         samples[op].append(timed(net))
+                        rounds_of[op][-1].append(samples[op][-1])
     finally:
         torch.set_num_threads(old_threads)
     names = ["stem", *(p.name for p in lay.blocks), "head", "classifier"]
@@ -372,7 +403,12 @@ def measure_in_network(
                 result[(name, op)] = 1000.0 * statistics.median(s[i] for s in samples[op])
         else:  # the fixed layers are the same in every network: pool all samples
             result[name] = 1000.0 * statistics.median(s[i] for op in nets for s in samples[op])
-    return result
+    spreads = []
+    for op in nets:
+        per_round = [statistics.median(sum(s) for s in r) for r in rounds_of[op] if r]
+        if len(per_round) > 1:
+            spreads.append(100.0 * (max(per_round) - min(per_round)) / min(per_round))
+    return InNetworkTimes(result, max(spreads) if spreads else None)
 
 
 def build_lut(
@@ -402,6 +438,7 @@ def build_lut(
         if method == "network"
         else None
     )
+    times = in_net.entries if in_net is not None else None
     cache: dict[str, float] = {}
     fixed: dict[str, float] = {}
     fixed_macs: dict[str, int] = {}
@@ -414,8 +451,8 @@ def build_lut(
         for entry in entries:
             if entry["make"] is None:
                 ms = 0.0
-            elif in_net is not None:
-                ms = in_net[entry["fixed"]] if "fixed" in entry else in_net[(entry["block"], entry["op"])]
+            elif times is not None:
+                ms = times[entry["fixed"]] if "fixed" in entry else times[(entry["block"], entry["op"])]
             else:
                 sig = _signature(entry)
                 if sig not in cache:
@@ -462,6 +499,7 @@ def build_lut(
         build_seconds=time.perf_counter() - t0,
         method=method,
         allocator=steady_allocator(),
+        round_spread_pct=in_net.round_spread_pct if in_net is not None else None,
     )
 
 
@@ -486,7 +524,8 @@ def load_or_build_lut(
             lut = LatencyLUT.from_json(json.loads(path.read_text()), path)
             if lut.key == key:
                 if log:
-                    log(f"latency table reused: {path} (measured in {lut.build_seconds:.1f} s)")
+                    note = f"; {lut.steadiness()}" if lut.steadiness() else ""
+                    log(f"latency table reused: {path} (measured in {lut.build_seconds:.1f} s{note})")
                 return lut
         except (ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
             if log:
@@ -499,9 +538,10 @@ def load_or_build_lut(
     lut.path = path
     if log:
         n = sum(len(v) for v in lut.blocks.values())
+        note = f"; {lut.steadiness()}" if lut.steadiness() else ""
         log(
             f"latency table measured: {n} block candidates + {len(lut.fixed)} fixed layers in "
-            f"{lut.build_seconds:.1f} s ({method}, {threads} thread(s), {lut.device}), saved to {path}"
+            f"{lut.build_seconds:.1f} s ({method}, {threads} thread(s), {lut.device}), saved to {path}{note}"
         )
     return lut
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable
@@ -465,6 +466,19 @@ def test_lut_is_built_once_then_read_from_the_file(method, tmp_path, monkeypatch
     assert doc["key"]["threads"] == 1 and doc["key"]["device"] and doc["key"]["input_shape"] == [1, 8, 8]
     assert doc["key"]["method"] == method
     assert doc["key"]["allocator"] == steady_allocator() == first.allocator
+    if method == "network":  # three interleaved rounds: how far the machine's speed moved between them
+        assert doc["round_spread_pct"] == first.round_spread_pct >= 0
+        assert second.round_spread_pct == first.round_spread_pct
+        assert "between measurement rounds" in logs[0]
+    else:
+        assert first.round_spread_pct is None and first.steadiness() == ""
+
+
+def test_steadiness_flags_a_table_measured_while_the_machine_moved(digits_lut):
+    steady = dataclasses.replace(digits_lut, round_spread_pct=2.0)
+    assert steady.steadiness() == "the machine's speed moved 2.0% between measurement rounds"
+    shaky = dataclasses.replace(digits_lut, round_spread_pct=30.0, path=Path("/x/t.json"))
+    assert "too unsteady for predictions within 10%" in shaky.steadiness() and "delete /x/t.json" in shaky.steadiness()
 
 
 def test_table_measured_before_the_steady_allocator_is_read_but_measured_again(tmp_path, digits_lut):

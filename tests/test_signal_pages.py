@@ -119,4 +119,6 @@ def test_monitor_shows_atomnas_shrinks_and_proxylessnas_latency_table(db: str, t
     (expander,) = [e for e in at.expander if e.label.startswith("Latency lookup table")]
     table = _frame_with(at, "latency_ms")
     assert {"block", "op"} <= set(table.columns) and (table["latency_ms"] >= 0).all()
+    notes = [c.value for c in at.caption] + [w.value for w in at.warning]  # how steady the machine was
+    assert any("between measurement rounds" in n for n in notes), notes
     assert "Alpha evolution" in [s.value for s in at.subheader]
