@@ -59,17 +59,15 @@ class PostgresServer:
         initdb = str(self.bin_dir / "initdb")
         self._run(initdb, "-D", str(self.data), "-U", self.user, "-A", "trust", "-E", "UTF8", "--no-sync")
         log = open(self.root / "server.log", "w")  # noqa: SIM115 - the server writes it until stop()
+        options = {"-D": str(self.data), "-h": "127.0.0.1", "-p": str(self.port), "-k": str(self.root)}
+        settings = ("fsync=off", "max_connections=200")
         self.proc = subprocess.Popen(
             [
                 *self._as,
                 str(self.bin_dir / "postgres"),
-                "-D", str(self.data),
-                "-h", "127.0.0.1",
-                "-p", str(self.port),
-                "-k", str(self.root),
-                "-c", "fsync=off",
-                "-c", "max_connections=200",
-            ],  # fmt: skip
+                *(v for pair in options.items() for v in pair),
+                *(v for setting in settings for v in ("-c", setting)),
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
         )

@@ -60,8 +60,10 @@ def test_form_defaults_match_the_dataclass():
     [
         ({"strategy": "gdas", "params": {"tau_min": 5.0, "tau_max": 1.0}}, "params.tau_min"),
         ({"strategy": "pc-darts", "channels": 6, "params": {"partial_k": 4}}, "params.partial_k"),
-        ({"strategy": "proxylessnas", "space": "mobilenet", "epochs": 2, "params": {"warmup_epochs": 2}},
-         "params.warmup_epochs"),  # fmt: skip
+        (
+            {"strategy": "proxylessnas", "space": "mobilenet", "epochs": 2, "params": {"warmup_epochs": 2}},
+            "params.warmup_epochs",
+        ),  # fmt: skip
     ],
 )
 def test_strategies_refuse_their_own_bad_settings_before_anything_is_queued(config, field) -> None:

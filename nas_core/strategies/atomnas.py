@@ -409,8 +409,11 @@ class AtomNASStrategy(Strategy):
             f"{self.label}: supernet {macs_super / 1e6:.4g} M MACs, {count_parameters(net):,} params, "
             f"{sum(atoms.alive_atoms(net).values()):,} atoms in {len(atoms.names)} blocks; target "
             f"{target / 1e6:.4g} M MACs (floor {floor / 1e6:.4g} M); rho "
-            + (f"found by the controller from {rho:g} (setpoint at the target by step {reach_step:.0f})" if auto
-               else f"{rho:g} (given)")
+            + (
+                f"found by the controller from {rho:g} (setpoint at the target by step {reach_step:.0f})"
+                if auto
+                else f"{rho:g} (given)"
+            )
             + f", L1 {p['l1_mode']}, warm-up {warmup_steps:.0f} steps; {steps_per_epoch} steps/epoch, lr {base_lr:.4g} "
             f"x{p['lr_decay']} every {decay_epochs:.3g} epochs"
         )
@@ -435,7 +438,8 @@ class AtomNASStrategy(Strategy):
             values: dict[str, float] = {
                 "macs/current": macs_now / 1e6,
                 "macs/target": target / 1e6,
-                "macs/setpoint": setpoint(step, warmup_steps, reach_step, macs_super, target) / 1e6 if auto
+                "macs/setpoint": setpoint(step, warmup_steps, reach_step, macs_super, target) / 1e6
+                if auto
                 else target / 1e6,
                 "macs/left": macs_left() / 1e6,
                 "params/current": float(count_parameters(net)),
