@@ -81,7 +81,7 @@ def run_experiment(config: ExperimentConfig, reporter: Reporter) -> ExperimentRe
     reporter.log(f"strategy {strategy.label} on {space.label}; {cfg.threads} thread(s) on {device_name(device)}")
     final_options = final_network_options(space, cfg.final_layers, cfg.final_auxiliary)
 
-    search_units = cfg.epochs * strategy.relative_cost
+    search_units = strategy.search_units(cfg)
     final_units = 0.0 if strategy.trains_network else float(cfg.final_epochs)
     split = search_units / (search_units + final_units)
     ctx = SearchContext(cfg, space, data, reporter, device, progress_span=(0.0, split))

@@ -13,6 +13,8 @@ import streamlit as st
 from nas_core import viz, viz_search
 from nas_core.latency_lut import UNSTEADY_SPREAD_PCT, LatencyLUT, lut_frame
 from nas_core.spaces import get_space
+from nas_core.strategies import STRATEGIES
+from nas_core.strategies.multitrial import MultiTrialStrategy
 from storage import repo
 from views.common import (
     ensure_worker,
@@ -142,6 +144,26 @@ def _pruning(exp_id: int, alphas: pd.DataFrame) -> None:
         st.graphviz_chart(viz_search.supernet_dot(alphas, at, cell))
 
 
+def _trials(exp_id: int) -> None:
+    """Random search and evolution: every trained candidate, its parent (evolution) and its score."""
+    table = viz_search.event_table(repo.events_df(exp_id, "trial"), "trial")
+    st.subheader("Trials")
+    if table.empty:
+        st.caption("No trial finished yet.")
+        return
+    table = table.rename(columns={"step": "trial"})[["trial", "val_acc", "parent", "params", "seconds", "genotype"]]
+    best = table.loc[table["val_acc"].idxmax()]
+    st.caption(f"{len(table)} trial(s) finished; best validation accuracy {best['val_acc']:.4f} (trial "
+               f"{int(best['trial'])}). Sorted best first; parent = the trial it mutates (evolution).")  # fmt: skip
+    number = st.column_config.NumberColumn
+    st.dataframe(
+        table.sort_values("val_acc", ascending=False),
+        hide_index=True,
+        key="trial_table",
+        column_config={"val_acc": number("val acc", format="%.4f"), "seconds": number("s", format="%.1f")},
+    )
+
+
 def _shrinks(exp_id: int) -> None:
     """AtomNAS: what each shrink removed (atoms per block and kernel) and the MACs before and after."""
     table = viz_search.event_table(repo.events_df(exp_id, "shrink"), "shrink")
@@ -227,7 +249,10 @@ def live(exp_id: int, was_live: bool) -> None:
     if not epochs.empty or exp["status"] in LIVE:
         st.subheader("Training curves")
         st.plotly_chart(figure("training_curves", epochs), key="curves")
-    _alphas(exp_id, space)
+    if isinstance(STRATEGIES.get(exp["strategy"]), MultiTrialStrategy):
+        _trials(exp_id)  # no architecture weights: the candidates themselves are the search's record
+    else:
+        _alphas(exp_id, space)
     _signals(exp_id)
     _pruning(exp_id, repo.alphas_df(exp_id))
     _shrinks(exp_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -92,6 +93,14 @@ class SearchSpace(ABC):
                 for o, op in enumerate(self.ops):
                     rows.append((cell, edge, op, float(w[e][o])))
         return rows
+
+    def sample(self, rng: random.Random) -> Any:
+        """A uniformly random architecture (multi-trial search); spaces without a sampler refuse."""
+        raise GenotypeError(f"the {self.name} space has no random sampler")
+
+    def mutate(self, genotype: Any, rng: random.Random) -> Any:
+        """A neighbour of ``genotype`` differing in one choice (regularized evolution's mutation)."""
+        raise GenotypeError(f"the {self.name} space has no mutation")
 
     def coerce(self, genotype: Any) -> Any:
         """Accept a genotype object, its text, or its JSON document."""

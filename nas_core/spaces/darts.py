@@ -52,6 +52,7 @@ faster layout for the supernet (bench/bench_darts_space.py). Stand-alone network
 from __future__ import annotations
 
 import math
+import random
 from typing import Any
 
 import torch
@@ -75,7 +76,9 @@ from nas_core.spaces.darts_genotype import (
     genotype_dot,
     genotype_from_json,
     genotype_to_json,
+    mutate_genotype,
     parse_genotype,
+    random_genotype,
 )
 from nas_core.spaces.darts_ops import (
     AuxiliaryHead,
@@ -793,6 +796,12 @@ class DartsSpace(SearchSpace):
 
     def parse(self, text: str) -> DartsGenotype:
         return parse_genotype(text)
+
+    def sample(self, rng: random.Random) -> DartsGenotype:
+        return random_genotype(rng)
+
+    def mutate(self, genotype: Any, rng: random.Random) -> DartsGenotype:
+        return mutate_genotype(self.coerce(genotype), rng)
 
     def format(self, genotype: Any) -> str:
         return format_genotype(self.coerce(genotype))

@@ -15,6 +15,7 @@ PC-DARTS logs print it) and AutoDL's per-node nested pairs ``[(('op', 0), ('op',
 from __future__ import annotations
 
 import ast
+import random
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,6 +110,39 @@ class DartsGenotype:
 
     def __str__(self) -> str:
         return format_genotype(self)
+
+
+def _random_cell(rng: random.Random) -> tuple[Pair, ...]:
+    pairs: list[Pair] = []
+    for node in range(2, STEPS + 2):
+        for j in sorted(rng.sample(range(node), 2)):  # two distinct inputs, as derived cells have
+            pairs.append((rng.choice(OPS[1:]), j))
+    return tuple(pairs)
+
+
+def random_genotype(rng: random.Random) -> DartsGenotype:
+    """Both cells drawn uniformly: per node two distinct earlier inputs, each with one of the 7 ops."""
+    return DartsGenotype(_random_cell(rng), DEFAULT_CONCAT, _random_cell(rng), DEFAULT_CONCAT)
+
+
+def mutate_genotype(g: DartsGenotype, rng: random.Random) -> DartsGenotype:
+    """One (op, input) pair of one cell changes, its op or its input with equal chance (Real et al.'s op and
+    hidden-state mutations); a new input differs from the node's other input."""
+    cell = rng.choice(("normal", "reduce"))
+    pairs, concat = g.cell(cell)
+    pairs_l = list(pairs)
+    k = rng.randrange(len(pairs_l))
+    op, idx = pairs_l[k]
+    node = 2 + k // 2
+    other = pairs_l[k ^ 1][1]
+    inputs = [j for j in range(node) if j not in (idx, other)]
+    if rng.random() < 0.5 or not inputs:
+        pairs_l[k] = (rng.choice([o for o in OPS[1:] if o != op]), idx)
+    else:
+        pairs_l[k] = (op, rng.choice(inputs))
+    if cell == "normal":
+        return DartsGenotype(tuple(pairs_l), concat, g.reduce, g.reduce_concat)
+    return DartsGenotype(g.normal, g.normal_concat, tuple(pairs_l), concat)
 
 
 def _fmt_pairs(pairs: tuple[Pair, ...]) -> str:

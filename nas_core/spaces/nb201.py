@@ -8,6 +8,7 @@ by ResNet blocks, BN-ReLU, pooling, classifier) reproduces the benchmark's param
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +41,19 @@ class NB201Genotype:
 
     def __str__(self) -> str:
         return format_genotype(self)
+
+
+def random_genotype(rng: random.Random) -> NB201Genotype:
+    """Every edge's op drawn uniformly from the 5 ops (``none`` included, as NB201's 15,625 cells)."""
+    return NB201Genotype(tuple(rng.choice(OPS) for _ in EDGES))
+
+
+def mutate_genotype(g: NB201Genotype, rng: random.Random) -> NB201Genotype:
+    """One edge, drawn uniformly, gets a different op (the NB201 paper's REA mutation)."""
+    ops = list(g.ops)
+    k = rng.randrange(len(ops))
+    ops[k] = rng.choice([o for o in OPS if o != ops[k]])
+    return NB201Genotype(tuple(ops))
 
 
 def format_genotype(g: NB201Genotype) -> str:
@@ -525,6 +539,12 @@ class NB201Space(SearchSpace):
 
     def from_json(self, doc: dict[str, Any]) -> NB201Genotype:
         return genotype_from_json(doc)
+
+    def sample(self, rng: random.Random) -> NB201Genotype:
+        return random_genotype(rng)
+
+    def mutate(self, genotype: Any, rng: random.Random) -> NB201Genotype:
+        return mutate_genotype(self.coerce(genotype), rng)
 
     def to_dot(self, genotype: Any) -> str:
         g = self.coerce(genotype)

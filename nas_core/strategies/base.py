@@ -67,6 +67,10 @@ class Strategy(ABC):
     #: training phase follows, so progress and ETA give the search the whole run.
     trains_network: bool = False
 
+    def search_units(self, config: ExperimentConfig) -> float:
+        """The search's cost in final-training epochs, for progress and ETA (multi-trial: trials x epochs)."""
+        return config.epochs * self.relative_cost
+
     def validate(self, config: ExperimentConfig) -> None:
         """Refuse settings this strategy cannot run with, before anything is queued (raise ConfigError).
 

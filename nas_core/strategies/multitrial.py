@@ -1,0 +1,299 @@
+"""Multi-trial search: random search and regularized evolution (Real et al., AAAI 2019), each candidate trained.
+
+A trial builds the candidate's stand-alone network at the search size (``channels``, ``cells_per_stage``),
+trains it from scratch for ``epochs`` epochs on the training split (SGD, cosine, the final training's
+recipe at ``final_lr``) and scores it by validation accuracy; the test split is never looked at during the
+search. The best candidate is then trained again, at the final size, like every other strategy's result.
+
+Trials run through an executor: in this process (``workers`` = 1) or on a pool of ``workers`` spawned
+processes, one torch thread each, the data handed to each worker once. With several workers, evolution runs
+asynchronously as in the paper (each finished trial joins the population and the next child is bred
+at once), so no worker waits for a generation to finish.
+
+Regularized (aging) evolution: the first ``population`` trials are random; after that each child mutates
+the best of ``sample_size`` members drawn at random from the population, and the oldest member dies when
+a child joins. The NB201 paper's REA settings are population 10 and sample size 3 (``R-EA.sh``).
+Mutation changes one choice: one edge's op on NB201; one (op, input) pair of one DARTS cell.
+"""
+
+from __future__ import annotations
+
+import collections
+import multiprocessing
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from nas_core.config import ConfigError, ExperimentConfig, ParamSpec
+from nas_core.data import Dataset
+from nas_core.metrics import count_params
+from nas_core.reporting import Cancelled
+from nas_core.spaces import get_space
+from nas_core.strategies.base import SearchContext, SearchOutcome, Strategy
+from nas_core.train import train_network
+
+#: rough cost of one trial epoch at the search size against one final-training epoch (progress and ETA)
+TRIAL_EPOCH_COST = 0.5
+
+
+@dataclass(frozen=True)
+class TrialSettings:
+    """What every trial of one search shares (picklable: it goes to pool workers once)."""
+
+    space: str
+    channels: int
+    cells_per_stage: int
+    epochs: int
+    lr: float
+    batch_size: int
+    seed: int
+    channels_last: bool
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One evaluated candidate."""
+
+    index: int
+    genotype: str
+    val_acc: float
+    params: int
+    seconds: float
+    parent: int | None = None
+
+
+class _Silent:
+    """The reporter a trial trains with: its epochs stay private; cancel reaches it through ``should_stop``."""
+
+    def __init__(self, stop: Callable[[], bool]) -> None:
+        self._stop = stop
+
+    def should_stop(self) -> bool:
+        return self._stop()
+
+    def epoch(self, phase: str, epoch: int, metrics: dict[str, float]) -> None:
+        return None
+
+    def progress(self, fraction: float, phase: str, epoch: int, total_epochs: int) -> None:
+        return None
+
+
+def run_trial(
+    settings: TrialSettings, data: Dataset, genotype: str, index: int, stop: Callable[[], bool] = lambda: False
+) -> tuple[float, int, float]:
+    """Train one candidate from scratch and return (validation accuracy, params, seconds)."""
+    t0 = time.perf_counter()
+    space = get_space(settings.space)
+    torch.manual_seed(settings.seed * 1_000_003 + index)
+    net = space.build_network(genotype, data.num_classes, data.input_shape, settings.channels, settings.cells_per_stage)
+    res = train_network(
+        net,
+        data,
+        settings.epochs,
+        _Silent(stop),  # type: ignore[arg-type]
+        lr=settings.lr,
+        batch_size=settings.batch_size,
+        seed=settings.seed + index,
+        channels_last=settings.channels_last,
+    )
+    return float(res["val_acc"]), count_params(net), time.perf_counter() - t0
+
+
+_worker_state: dict[str, Any] = {}
+
+
+def _pool_init(settings: TrialSettings, data: Dataset) -> None:
+    torch.set_num_threads(1)
+    _worker_state["settings"], _worker_state["data"] = settings, data
+
+
+def _pool_trial(genotype: str, index: int) -> tuple[float, int, float]:
+    return run_trial(_worker_state["settings"], _worker_state["data"], genotype, index)
+
+
+class TrialExecutor:
+    """Runs trials and yields them as they finish: in this process, or on a pool of spawned workers."""
+
+    def __init__(self, settings: TrialSettings, data: Dataset, workers: int, stop: Callable[[], bool]) -> None:
+        self.settings, self.data, self.workers, self.stop = settings, data, workers, stop
+        self._pool: Any = None
+        self._pending: dict[int, tuple[str, Any]] = {}
+
+    def __enter__(self) -> TrialExecutor:
+        if self.workers > 1:
+            ctx = multiprocessing.get_context("spawn")  # no forked torch state; the data goes once per worker
+            self._pool = ctx.Pool(self.workers, initializer=_pool_init, initargs=(self.settings, self.data))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.terminate()  # a cancelled search does not wait for running trials
+            self._pool.join()
+
+    @property
+    def capacity(self) -> int:
+        return max(1, self.workers)
+
+    def submit(self, genotype: str, index: int) -> None:
+        if self._pool is None:
+            self._pending[index] = (genotype, None)
+        else:
+            self._pending[index] = (genotype, self._pool.apply_async(_pool_trial, (genotype, index)))
+
+    def busy(self) -> int:
+        return len(self._pending)
+
+    def next_done(self) -> tuple[int, str, tuple[float, int, float]]:
+        """Block until a submitted trial finishes (polling for cancel); in-process trials run here."""
+        if self._pool is None:
+            index = next(iter(self._pending))
+            genotype, _ = self._pending.pop(index)
+            return index, genotype, run_trial(self.settings, self.data, genotype, index, self.stop)
+        while True:
+            for index, (genotype, res) in list(self._pending.items()):
+                if res.ready():
+                    del self._pending[index]
+                    return index, genotype, res.get()
+            if self.stop():
+                raise Cancelled("cancel requested")
+            time.sleep(0.05)
+
+
+class MultiTrialStrategy(Strategy):
+    """Shared loop: propose candidates, keep ``workers`` trials running, report each one as it lands."""
+
+    spaces = ("nb201", "darts")
+    common_params: tuple[ParamSpec, ...] = (
+        ParamSpec("trials", 20, "int", "Candidates trained and scored in all", 1, 100_000),
+        ParamSpec("workers", 1, "int", "Trials at once (1 = in this process; more = a pool of processes)", 1, 64),
+    )
+
+    def search_units(self, config: ExperimentConfig) -> float:
+        return float(config.params["trials"] * config.epochs) * TRIAL_EPOCH_COST
+
+    def validate(self, config: ExperimentConfig) -> None:
+        if config.params["workers"] > config.params["trials"]:
+            raise ConfigError("params.workers", f"more workers than trials ({config.params['trials']})")
+
+    def propose(
+        self, rng: random.Random, submitted: int, done: list[Trial], space: Any, p: dict[str, Any]
+    ) -> tuple[Any, int | None]:
+        """The next candidate and its parent's trial index (None for a random draw)."""
+        raise NotImplementedError
+
+    def search(self, ctx: SearchContext) -> SearchOutcome:
+        cfg, p, rep, space = ctx.config, ctx.params, ctx.reporter, ctx.space
+        settings = TrialSettings(
+            space.name, cfg.channels, cfg.cells_per_stage, cfg.epochs, cfg.final_lr, cfg.batch_size, cfg.seed,
+            cfg.channels_last,
+        )  # fmt: skip
+        rng = random.Random(cfg.seed)
+        total, workers = p["trials"], p["workers"]
+        rep.log(
+            f"{self.label}: {total} trials of {cfg.epochs} epoch(s) each at C={cfg.channels}, N={cfg.cells_per_stage}, "
+            f"scored by validation accuracy; {workers} at once{self.settings_text(p)}"
+        )
+        done: list[Trial] = []
+        parents: dict[int, int | None] = {}
+        best: Trial | None = None
+        submitted = 0
+        with TrialExecutor(settings, ctx.data, workers, rep.should_stop) as ex:
+            while len(done) < total:
+                while submitted < total and ex.busy() < ex.capacity:
+                    g, parent = self.propose(rng, submitted, done, space, p)
+                    parents[submitted] = parent
+                    ex.submit(space.format(g), submitted)
+                    submitted += 1
+                index, genotype, (acc, params, secs) = ex.next_done()
+                trial = Trial(index, genotype, acc, params, secs, parents[index])
+                done.append(trial)
+                if best is None or acc > best.val_acc:
+                    best = trial
+                    rep.genotype(len(done), len(done), genotype)
+                how = f"mutant of trial {trial.parent}" if trial.parent is not None else "random"
+                rep.log(f"trial {index} ({how}): val acc {acc:.4f}, {params:,} params, {secs:.1f} s: {genotype}")
+                rep.series(len(done), len(done), {"trial/val_acc": acc, "best/val_acc": best.val_acc})
+                rep.event("trial", index, {"genotype": genotype, "val_acc": acc, "params": params,
+                                           "seconds": secs, "parent": trial.parent})  # fmt: skip
+                ctx.report_progress(len(done) / total, min(cfg.epochs, len(done)))
+                ctx.check_stop()
+        assert best is not None
+        rep.log(f"best of {len(done)} trials: trial {best.index}, val acc {best.val_acc:.4f}")
+        return SearchOutcome(best.genotype, best.val_acc, "trial-val", {"trials": len(done), "best_trial": best.index})
+
+    def settings_text(self, p: dict[str, Any]) -> str:
+        return ""
+
+
+class RandomSearch(MultiTrialStrategy):
+    """Uniform random sampling: the baseline every NAS method has to beat (Li and Talwalkar, 2019)."""
+
+    name = "random"
+    label = "Random search"
+    description = "Trains `trials` uniformly random architectures for `epochs` epochs each; keeps the best by val."
+    params = MultiTrialStrategy.common_params
+
+    def propose(
+        self, rng: random.Random, submitted: int, done: list[Trial], space: Any, p: dict[str, Any]
+    ) -> tuple[Any, int | None]:
+        return space.sample(rng), None
+
+
+class RegularizedEvolution(MultiTrialStrategy):
+    """Aging evolution: tournament selection of a parent, one mutation, the oldest member dies."""
+
+    name = "evolution"
+    label = "Regularized evolution"
+    description = (
+        "Aging evolution (Real et al. 2019): random population, then each child mutates the best of "
+        "`sample_size` random members and replaces the oldest; every candidate is trained for `epochs` epochs."
+    )
+    params = (
+        *MultiTrialStrategy.common_params,
+        ParamSpec("population", 10, "int", "Population size (the first trials are random)", 2, 10_000),
+        ParamSpec("sample_size", 3, "int", "Members drawn per tournament; the best one is the parent", 1, 10_000),
+    )
+
+    def validate(self, config: ExperimentConfig) -> None:
+        super().validate(config)
+        p = config.params
+        if p["sample_size"] > p["population"]:
+            raise ConfigError("params.sample_size", f"larger than the population ({p['population']})")
+        if p["population"] > p["trials"]:
+            raise ConfigError("params.population", f"larger than the number of trials ({p['trials']})")
+
+    def settings_text(self, p: dict[str, Any]) -> str:
+        return f"; population {p['population']}, sample size {p['sample_size']}"
+
+    def propose(
+        self, rng: random.Random, submitted: int, done: list[Trial], space: Any, p: dict[str, Any]
+    ) -> tuple[Any, int | None]:
+        return evolve(rng, submitted, done, space, p["population"], p["sample_size"])
+
+
+def population_of(done: list[Trial], size: int) -> collections.deque[Trial]:
+    """The living population after ``done`` (in finishing order): the ``size`` youngest."""
+    return collections.deque(done[-size:], maxlen=size)
+
+
+def evolve(
+    rng: random.Random, submitted: int, done: list[Trial], space: Any, population: int, sample_size: int
+) -> tuple[Any, int | None]:
+    """The first ``population`` candidates are random; then the winner of a tournament of ``sample_size``
+    living members (ties: the younger) is mutated. With several workers a tournament may start before the
+    whole first population has finished: it then draws from those that have (at least one always has)."""
+    if submitted < population or not done:
+        return space.sample(rng), None
+    alive = list(population_of(done, population))
+    order = {t.index: k for k, t in enumerate(done)}
+    contenders = rng.sample(alive, min(sample_size, len(alive)))
+    parent = max(contenders, key=lambda t: (t.val_acc, order[t.index]))
+    return space.mutate(parent.genotype, rng), parent.index
+
+
+RANDOM = RandomSearch()
+EVOLUTION = RegularizedEvolution()

@@ -1,0 +1,134 @@
+"""Random search and regularized evolution: sampling and mutation, aging tournaments, real runs (in process and
+on a pool of worker processes), cancel, config checks, the Monitor's trial table."""
+
+from __future__ import annotations
+
+import multiprocessing
+import random
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from nas_core.config import ConfigError, ExperimentConfig
+from nas_core.pipeline import run_experiment
+from nas_core.reporting import Cancelled, MemoryReporter
+from nas_core.spaces import get_space
+from nas_core.spaces.darts_genotype import STEPS
+from nas_core.strategies.multitrial import Trial, evolve, population_of
+from storage import repo
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {"dataset": "synthetic", "epochs": 1, "final_epochs": 1, "channels": 2, "final_channels": 2,
+        "cells_per_stage": 1, "batch_size": 64, "threads": 1}  # fmt: skip
+
+
+def _choices(space_name: str, g) -> list:  # noqa: ANN001
+    if space_name == "nb201":
+        return list(g.ops)
+    return list(g.normal) + list(g.reduce)
+
+
+@pytest.mark.parametrize("space_name", ["nb201", "darts"])
+def test_samples_are_valid_and_mutations_change_exactly_one_choice(space_name: str) -> None:
+    sp, rng = get_space(space_name), random.Random(0)
+    seen = set()
+    for _ in range(200):
+        g = sp.sample(rng)
+        assert sp.parse(sp.format(g)) == g  # a valid genotype that round-trips
+        seen.add(sp.format(g))
+        m = sp.mutate(g, rng)
+        assert sp.parse(sp.format(m)) == m
+        diff = [(a, b) for a, b in zip(_choices(space_name, g), _choices(space_name, m)) if a != b]
+        assert len(diff) == 1, diff
+        if space_name == "darts":
+            ((old, new),) = diff
+            assert old[0] == new[0] or old[1] == new[1]  # an op or an input changes, not both
+            for cell in (m.normal, m.reduce):  # every node keeps two distinct inputs
+                assert all(cell[2 * k][1] != cell[2 * k + 1][1] for k in range(STEPS))
+    assert len(seen) > 190  # uniform draws over a large space rarely repeat
+
+
+def _trial(i: int, acc: float, genotype: str = "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|") -> Trial:
+    return Trial(i, genotype, acc, 0, 0.0)
+
+
+def test_evolution_fills_the_population_at_random_then_mutates_tournament_winners() -> None:
+    sp, rng = get_space("nb201"), random.Random(1)
+    for submitted in range(4):
+        assert evolve(rng, submitted, [], sp, 4, 2)[1] is None
+    best = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+    done = [_trial(0, 0.9, best), _trial(1, 0.1), _trial(2, 0.2), _trial(3, 0.3)]
+    parents = [evolve(rng, 4, done, sp, 4, 4) for _ in range(20)]
+    assert {p for _, p in parents} == {0}  # tournament over the whole population: always the best
+    assert all(sum(a != b for a, b in zip(sp.parse(best).ops, g.ops)) == 1 for g, _ in parents)
+    # aging: once four younger trials have finished, trial 0 is dead however good it was
+    done += [_trial(4, 0.4), _trial(5, 0.5), _trial(6, 0.6), _trial(7, 0.7)]
+    assert [t.index for t in population_of(done, 4)] == [4, 5, 6, 7]
+    assert {evolve(rng, 8, done, sp, 4, 4)[1] for _ in range(20)} == {7}
+    assert {evolve(rng, 8, done, sp, 4, 1)[1] for _ in range(50)} == {4, 5, 6, 7}  # size 1: random member
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"trials": 5, "population": 6}, "params.population"),
+        ({"trials": 10, "population": 3, "sample_size": 4}, "params.sample_size"),
+        ({"trials": 2, "workers": 3}, "params.workers"),
+    ],
+)
+def test_settings_that_cannot_run_are_refused_by_name(params: dict, field: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        ExperimentConfig(strategy="evolution", **TINY, params=params).validated()
+    assert err.value.field == field
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("strategy", "workers"), [("random", 1), ("evolution", 2)])
+def test_search_trains_every_trial_and_keeps_the_best_by_validation(strategy: str, workers: int, tmp_path) -> None:
+    params = {"trials": 6, "workers": workers}
+    if strategy == "evolution":
+        params |= {"population": 3, "sample_size": 2}
+    cfg = ExperimentConfig(strategy=strategy, space="nb201", **TINY, params=params)
+    rep = MemoryReporter(workdir=tmp_path)
+    res = run_experiment(cfg, rep)
+    trials = [d for kind, _, d in rep.events if kind == "trial"]
+    assert len(trials) == 6 and len({d["genotype"] for d in trials}) > 1
+    best = max(trials, key=lambda d: d["val_acc"])
+    assert res.genotype == best["genotype"] and res.supernet_accuracy == best["val_acc"]
+    assert all(0.0 <= d["val_acc"] <= 1.0 and d["params"] > 0 and d["seconds"] > 0 for d in trials)
+    if strategy == "evolution":
+        parents = [d["parent"] for d in trials]
+        assert parents[:3] == [None] * 3 and all(p is not None for p in parents[3:])
+    series = {name for _, _, name, _ in rep.series_points}
+    assert {"trial/val_acc", "best/val_acc"} <= series
+    assert not multiprocessing.active_children()  # the pool is gone
+
+
+def test_cancel_stops_the_pool_and_its_workers(tmp_path) -> None:
+    cfg = ExperimentConfig(strategy="random", space="nb201", **TINY | {"epochs": 200},
+                           params={"trials": 4, "workers": 2})  # fmt: skip
+    with pytest.raises(Cancelled):
+        run_experiment(cfg, MemoryReporter(workdir=tmp_path, stop_after_steps=3))
+    assert not multiprocessing.active_children()
+
+
+@pytest.mark.slow
+def test_monitor_lists_the_trials(db: str) -> None:
+    from nas_core.jobs import run_job
+
+    cfg = {"strategy": "evolution", "space": "nb201", **TINY,
+           "params": {"trials": 4, "population": 2, "sample_size": 2}}  # fmt: skip
+    exp_id = repo.create_experiment(cfg, name="evolution-pages")
+    assert run_job(exp_id, heartbeat=False)["status"] == "succeeded", repo.get_experiment(exp_id)["traceback"]
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    at.switch_page("views/monitor.py")
+    at.query_params["id"] = str(exp_id)
+    at.run()
+    assert not at.exception and not at.error
+    subheaders = [s.value for s in at.subheader]
+    assert "Trials" in subheaders and "Alpha evolution" not in subheaders and "Search signals" in subheaders
+    (table,) = [d.value for d in at.dataframe if "val_acc" in d.value.columns]
+    assert len(table) == 4 and list(table["val_acc"]) == sorted(table["val_acc"], reverse=True)
+    assert table["parent"].notna().sum() == 2  # the two mutants
