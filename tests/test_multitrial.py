@@ -132,3 +132,23 @@ def test_monitor_lists_the_trials(db: str) -> None:
     (table,) = [d.value for d in at.dataframe if "val_acc" in d.value.columns]
     assert len(table) == 4 and list(table["val_acc"]) == sorted(table["val_acc"], reverse=True)
     assert table["parent"].notna().sum() == 2  # the two mutants
+
+
+def test_launch_page_offers_evolution_refuses_a_bad_population_and_queues_a_good_one(db: str) -> None:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    at.selectbox(key="strategy").set_value("evolution").run()
+    at.selectbox(key="dataset").set_value("synthetic")
+    for name, value in (("trials", 12), ("population", 20), ("sample_size", 3), ("workers", 2)):
+        at.number_input(key=f"p_evolution_{name}").set_value(value)
+    next(b for b in at.button if b.label == "Launch").click().run()
+    assert not at.exception
+    assert any("params.population" in e.value for e in at.error), [e.value for e in at.error]
+    assert repo.list_experiments().empty  # nothing queued
+
+    at.number_input(key="p_evolution_population").set_value(6)
+    next(b for b in at.button if b.label == "Launch").click().run()
+    assert not at.exception and not at.error
+    exp = repo.get_experiment(at.session_state["launched"])
+    assert exp["status"] == "queued" and exp["strategy"] == "evolution"
+    assert exp["config"]["params"] == {"trials": 12, "workers": 2, "population": 6, "sample_size": 3}
+    repo.request_cancel(exp["id"])
