@@ -36,7 +36,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from nas_core.latency_lut import UNSTEADY_SPREAD_PCT, load_or_build_lut, predict_latency  # noqa: E402
+from nas_core.latency_lut import (  # noqa: E402
+    UNSTEADY_SPREAD_PCT,
+    load_or_build_lut,
+    predict_latency,
+    round_spread_pct,
+)
 from nas_core.metrics import device_name, measure_latency  # noqa: E402
 from nas_core.spaces import get_space  # noqa: E402
 from nas_core.spaces.mobilenet import PRESETS, layout  # noqa: E402
@@ -98,7 +103,7 @@ def measure_all(models: list[torch.nn.Module], shape: tuple[int, int, int], thre
 def steadiness(per_round: list[list[float]]) -> tuple[float, float]:
     """Median and largest (max - min) / min of the networks' round medians, in percent: how far the machine's
     own speed moved while it measured. A table cannot be checked to 10% on a machine that moves about as much."""
-    spreads = [100.0 * (max(v) - min(v)) / min(v) for v in per_round if len(v) > 1]
+    spreads = [v for v in map(round_spread_pct, per_round) if v is not None]
     return (statistics.median(spreads), max(spreads)) if spreads else (0.0, 0.0)
 
 

@@ -308,6 +308,14 @@ def _signature(entry: dict[str, Any]) -> str:
     return f"{entry['fixed']}|{entry['input']}"
 
 
+def round_spread_pct(round_medians: Sequence[float]) -> float | None:
+    """(max - min) / min of one network's per-round median times, in %: how far the machine's speed moved
+    between interleaved measurement rounds; None with fewer than 2 rounds."""
+    if len(round_medians) < 2:
+        return None
+    return 100.0 * (max(round_medians) - min(round_medians)) / min(round_medians)
+
+
 @dataclass(frozen=True)
 class InNetworkTimes:
     """What :func:`measure_in_network` measured: ms per fixed layer name and per (block, op), and how steady the
@@ -403,12 +411,9 @@ def measure_in_network(
                 result[(name, op)] = 1000.0 * statistics.median(s[i] for s in samples[op])
         else:  # the fixed layers are the same in every network: pool all samples
             result[name] = 1000.0 * statistics.median(s[i] for op in nets for s in samples[op])
-    spreads = []
-    for op in nets:
-        per_round = [statistics.median(sum(s) for s in r) for r in rounds_of[op] if r]
-        if len(per_round) > 1:
-            spreads.append(100.0 * (max(per_round) - min(per_round)) / min(per_round))
-    return InNetworkTimes(result, max(spreads) if spreads else None)
+    spreads = [round_spread_pct([statistics.median(sum(s) for s in r) for r in rounds_of[op] if r]) for op in nets]
+    known = [v for v in spreads if v is not None]
+    return InNetworkTimes(result, max(known) if known else None)
 
 
 def build_lut(
@@ -524,7 +529,8 @@ def load_or_build_lut(
             lut = LatencyLUT.from_json(json.loads(path.read_text()), path)
             if lut.key == key:
                 if log:
-                    note = f"; {lut.steadiness()}" if lut.steadiness() else ""
+                    note = lut.steadiness()
+                    note = f"; {note}" if note else ""
                     log(f"latency table reused: {path} (measured in {lut.build_seconds:.1f} s{note})")
                 return lut
         except (ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
@@ -538,7 +544,8 @@ def load_or_build_lut(
     lut.path = path
     if log:
         n = sum(len(v) for v in lut.blocks.values())
-        note = f"; {lut.steadiness()}" if lut.steadiness() else ""
+        note = lut.steadiness()
+        note = f"; {note}" if note else ""
         log(
             f"latency table measured: {n} block candidates + {len(lut.fixed)} fixed layers in "
             f"{lut.build_seconds:.1f} s ({method}, {threads} thread(s), {lut.device}), saved to {path}{note}"

@@ -73,34 +73,21 @@ class PostgresServer:
         )
         log.close()
         deadline = time.monotonic() + 60
-        while True:
+        while True:  # until a real session opens ("the database system is starting up" before that)
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    break
-            except OSError:
+                with self._connect():
+                    return self
+            except Exception:  # noqa: BLE001 - refused, or still starting
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     log_text = (self.root / "server.log").read_text()
                     self.stop()
                     raise RuntimeError(f"PostgreSQL did not start:\n{log_text}") from None
                 time.sleep(0.1)
-        self._wait_accepting()
-        return self
 
     def _connect(self, dbname: str = "postgres"):  # noqa: ANN202 - psycopg is a test-only dependency
         import psycopg
 
         return psycopg.connect(host="127.0.0.1", port=self.port, user=self.user, dbname=dbname, autocommit=True)
-
-    def _wait_accepting(self) -> None:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with self._connect():
-                    return
-            except Exception:  # noqa: BLE001 - "the database system is starting up"
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
 
     def url(self, dbname: str) -> str:
         """A fresh, empty database of that name; its SQLAlchemy URL."""

@@ -18,7 +18,6 @@ Mutation changes one choice: one edge's op on NB201; one (op, input) pair of one
 
 from __future__ import annotations
 
-import collections
 import multiprocessing
 import random
 import time
@@ -275,9 +274,9 @@ class RegularizedEvolution(MultiTrialStrategy):
         return evolve(rng, submitted, done, space, p["population"], p["sample_size"])
 
 
-def population_of(done: list[Trial], size: int) -> collections.deque[Trial]:
-    """The living population after ``done`` (in finishing order): the ``size`` youngest."""
-    return collections.deque(done[-size:], maxlen=size)
+def population_of(done: list[Trial], size: int) -> list[Trial]:
+    """The living population after ``done`` (in finishing order): the ``size`` youngest, oldest first."""
+    return done[-size:]
 
 
 def evolve(
@@ -288,10 +287,9 @@ def evolve(
     whole first population has finished: it then draws from those that have (at least one always has)."""
     if submitted < population or not done:
         return space.sample(rng), None
-    alive = list(population_of(done, population))
-    order = {t.index: k for k, t in enumerate(done)}
-    contenders = rng.sample(alive, min(sample_size, len(alive)))
-    parent = max(contenders, key=lambda t: (t.val_acc, order[t.index]))
+    alive = population_of(done, population)
+    contenders = rng.sample(range(len(alive)), min(sample_size, len(alive)))  # positions: later = younger
+    parent = alive[max(contenders, key=lambda i: (alive[i].val_acc, i))]
     return space.mutate(parent.genotype, rng), parent.index
 
 
