@@ -1,21 +1,25 @@
 """ProxylessNAS's latency lookup table against measured latency of whole networks.
 
     python bench/bench_proxyless.py [--presets digits cifar-search] [--random 8] [--threads 1]
-        [--repeats 50] [--rounds 3] [--search-epochs 2] [--lut-dir DIR] [--methods network isolated]
+        [--repeats 50] [--rounds 10] [--seconds 30] [--lut-seconds 20] [--search-epochs 2] [--lut-dir DIR]
+        [--methods network isolated]
 
 For every preset: build the lookup table (in a temporary folder unless ``--lut-dir``; its build time is
 printed), then take networks of that preset - the genotypes derived by short ProxylessNAS searches on digits
 at two latency targets (digits preset only, ``--search-epochs`` > 0), the all-smallest / all-largest /
 all-skipped extremes and ``--random`` uniformly drawn genotypes - and compare the table's prediction
 (fixed layers + the chosen op of every block) with the measured batch-1 latency of the stand-alone network
-(:func:`nas_core.metrics.measure_latency`, the routine the pipeline uses, median of ``--repeats``). Each
-network is measured in ``--rounds`` interleaved rounds and the median of the round medians taken, so a
-burst of load on a shared machine hits all networks alike. Target (issue 5, nn-Meter's bar): >= 90% of the
-networks within 10%. Both table methods are compared: ``network`` (each block timed inside a whole network,
-what the strategy uses) and ``isolated`` (each module timed alone, the classic table).
+with the statistic the pipeline's :func:`nas_core.metrics.measure_latency` uses (the median of the fastest
+10% of passes, :func:`nas_core.metrics.fast_median`). The networks are timed in ``--rounds`` interleaved
+rounds spread over at least ``--seconds`` (each round gives each network its share of ``--repeats`` and of
+the time), so a phase of other load on a shared machine cannot cover all of one network's passes.
+Target (issue 5, nn-Meter's bar): >= 90% of the networks within 10%. Both table methods are compared:
+``network`` (each block timed inside a whole network, what the strategy uses) and ``isolated`` (each module
+timed alone, the classic table).
 
-It then prints how steady the machine was: the spread of each network's round medians. Where that spread
-nears 10% (a shared or throttling machine), the comparison says nothing about the table.
+It then prints how steady the machine was: how far each network's latency moved between the first and the
+second half of its rounds. Where that nears 10% (a machine whose unloaded speed itself moves: throttling,
+frequency scaling), the comparison says nothing about the table.
 The last lines also fit one constant offset (measured - predicted, the per-network overhead the per-block
 table cannot see) with leave-one-out, to show how much a calibrated fixed term would change.
 """
@@ -37,12 +41,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 from nas_core.latency_lut import (  # noqa: E402
-    UNSTEADY_SPREAD_PCT,
+    LUT_MIN_SECONDS,
+    UNSTEADY_DRIFT_PCT,
+    drift_pct,
     load_or_build_lut,
     predict_latency,
-    round_spread_pct,
 )
-from nas_core.metrics import device_name, measure_latency  # noqa: E402
+from nas_core.metrics import device_name, fast_median, steady_allocator, time_forward  # noqa: E402
 from nas_core.spaces import get_space  # noqa: E402
 from nas_core.spaces.mobilenet import PRESETS, layout  # noqa: E402
 from nas_core.spaces.mobilenet_proxyless import block_ops  # noqa: E402
@@ -90,21 +95,30 @@ def derived_by_search(epochs: int, targets: list[float], lut_dir: Path, threads:
     return out
 
 
-def measure_all(models: list[torch.nn.Module], shape: tuple[int, int, int], threads: int, repeats: int,
-                rounds: int) -> list[list[float]]:  # fmt: skip
-    """Each network's median latency in each of ``rounds`` interleaved rounds."""
-    per_round: list[list[float]] = [[] for _ in models]
-    for _ in range(rounds):
+def measure_all(models: list[torch.nn.Module], shape: tuple[int, int, int], repeats: int, rounds: int,
+                seconds: float) -> list[list[list[float]]]:  # fmt: skip
+    """Each network's timed passes (ms), per interleaved round: 10 warm-up passes before its first round, 2
+    after each switch of network, then its share of ``repeats`` and of ``seconds``."""
+    steady_allocator()
+    x = torch.randn(1, *shape)
+    share = seconds / (rounds * len(models))
+    per_round: list[list[list[float]]] = [[] for _ in models]
+    for r in range(rounds):
         for i, m in enumerate(models):
-            per_round[i].append(measure_latency(m, shape, threads=threads, repeats=repeats)["latency_ms"])
+            times = time_forward(m.eval(), x, warmup=10 if r == 0 else 2, repeats=max(1, repeats // rounds),
+                                 min_seconds=share)  # fmt: skip
+            per_round[i].append([1000.0 * t for t in times])
     return per_round
 
 
-def steadiness(per_round: list[list[float]]) -> tuple[float, float]:
-    """Median and largest (max - min) / min of the networks' round medians, in percent: how far the machine's
-    own speed moved while it measured. A table cannot be checked to 10% on a machine that moves about as much."""
-    spreads = [v for v in map(round_spread_pct, per_round) if v is not None]
-    return (statistics.median(spreads), max(spreads)) if spreads else (0.0, 0.0)
+def steadiness(per_round: list[list[list[float]]]) -> tuple[float, float]:
+    """Median and largest drift (%) of the networks' latency between the first and second half of their
+    rounds: how far the machine's own speed moved while it measured. A table cannot be checked to 10% on a
+    machine that moves about as much."""
+    half = len(per_round[0]) // 2 if per_round else 0
+    drifts = [drift_pct([t for r in rs[:half] for t in r], [t for r in rs[half:] for t in r]) for rs in per_round]
+    known = [v for v in drifts if v is not None]
+    return (statistics.median(known), max(known)) if known else (0.0, 0.0)
 
 
 def main() -> int:
@@ -113,7 +127,11 @@ def main() -> int:
     ap.add_argument("--random", type=int, default=8, help="random genotypes per preset")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=50, help="timed repeats per measurement (table and networks)")
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved measurement rounds per network")
+    ap.add_argument("--rounds", type=int, default=10, help="interleaved measurement rounds per network")
+    ap.add_argument("--seconds", type=float, default=30.0,
+                    help="least time the networks of a preset are measured over, in all")  # fmt: skip
+    ap.add_argument("--lut-seconds", type=float, default=LUT_MIN_SECONDS,
+                    help="least time a table's measurement is spread over")  # fmt: skip
     ap.add_argument("--search-epochs", type=int, default=2, help="0 = no derived networks from a search")
     ap.add_argument("--lut-dir", type=Path, default=None, help="reuse/store tables here (default: a temp dir)")
     ap.add_argument("--seed", type=int, default=0)
@@ -135,7 +153,7 @@ def main() -> int:
             t0 = time.perf_counter()
             luts[method] = load_or_build_lut(
                 lut_dir, preset, 1.0, shape, classes, threads=args.threads, repeats=args.repeats,
-                log=lambda m: print("  " + m), method=method,
+                log=lambda m: print("  " + m), method=method, min_seconds=args.lut_seconds,
             )  # fmt: skip
             print(f"{preset}: {method} table ready in {time.perf_counter() - t0:.1f} s; fixed layers "
                   f"{luts[method].fixed_ms:.3f} ms")  # fmt: skip
@@ -148,9 +166,9 @@ def main() -> int:
             nets = derived_by_search(args.search_epochs, targets, lut_dir, args.threads) + nets
         torch.manual_seed(args.seed)
         models = [SP.build_network(genotype_text(preset, ops), classes, shape) for _, ops in nets]
-        per_round = measure_all(models, shape, args.threads, args.repeats, args.rounds)
+        per_round = measure_all(models, shape, args.repeats, args.rounds, args.seconds)
         spreads[preset] = steadiness(per_round)
-        measured = [statistics.median(v) for v in per_round]
+        measured = [fast_median([t for r in rs for t in r]) for rs in per_round]
         for (kind, ops), ms in zip(nets, measured):
             preds = {m: predict_latency(t, genotype_text(preset, ops)) for m, t in luts.items()}
             all_rows.append((preset, kind, preds, ms))
@@ -162,10 +180,13 @@ def main() -> int:
     for method in args.methods:
         rows = [(p, k, pr[method], ms, 100.0 * (pr[method] - ms) / ms) for p, k, pr, ms in all_rows]
         summary(method, rows, args.presets)
-    print("\nmachine steadiness (spread of each network's round medians; needs to be well under 10%):")
+    print(
+        "\nmachine steadiness (drift of each network's latency between the halves of its rounds; needs to be "
+        "well under 10%):"
+    )
     for preset, (med, worst) in spreads.items():
-        verdict = "steady enough" if worst <= UNSTEADY_SPREAD_PCT else "too unsteady for a 10% check"
-        print(f"  {preset}: median {med:.1f}%, largest {worst:.1f}% -> {verdict} (bar: {UNSTEADY_SPREAD_PCT:g}%)")
+        verdict = "steady enough" if worst <= UNSTEADY_DRIFT_PCT else "too unsteady for a 10% check"
+        print(f"  {preset}: median {med:.1f}%, largest {worst:.1f}% -> {verdict} (bar: {UNSTEADY_DRIFT_PCT:g}%)")
     tmp.cleanup()
     return 0
 

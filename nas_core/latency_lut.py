@@ -4,14 +4,17 @@ ProxylessNAS makes latency differentiable with a lookup table: E[LAT] = fixed + 
 p_op * LUT(op), where LUT(op) is the latency of that MBConv at that block's input shape, channels, stride
 and shortcut (``zero`` costs 0). Every candidate of every searchable block and the fixed layers (stem, the
 fixed first stage, the 1x1 head conv, pool + classifier) are measured on this machine at batch 1, with
-warm-up, as the median of repeats, threads fixed. By default each entry is timed inside a whole network
+warm-up, as the median of the fastest passes (:func:`nas_core.metrics.fast_median`, as the final network's
+latency is measured), threads fixed. By default each entry is timed inside a whole network
 (:func:`measure_in_network`): one network per candidate op, a timer around every block. Timing each module
 alone in a tight loop (``method="isolated"``, the classic table) predicted whole networks 12-30% too low
 on a quiet 16-core Xeon (``bench/bench_proxyless.py``), because a module repeated alone runs hotter than
 the same module between its neighbours; the in-network table predicted 23 of 24 digits/CIFAR networks
-within 10%. A table also records how far the machine's own speed moved between its interleaved measurement
-rounds (``round_spread_pct``): on a shared or throttling machine that spread, not the table, bounds how well
-it predicts, and the log and the Monitor say so above :data:`UNSTEADY_SPREAD_PCT`.
+within 10%. The candidate networks are timed in :data:`IN_NETWORK_ROUNDS` interleaved rounds spread over at least
+``min_seconds``, so other load on a shared machine, which comes in phases of seconds, cannot cover all of
+one candidate's passes. A table also records how far the machine's own speed moved between the first and
+the second half of its measurement (``drift_pct``): where it moved more than :data:`UNSTEADY_DRIFT_PCT`,
+the machine, not the table, bounds how well it predicts, and the log and the Monitor say so.
 
 A table is keyed by (preset, width, input shape, classes, threads, device name) and stored as JSON in a
 folder the caller passes (the engine does not know the runs folder; :func:`default_lut_dir` is
@@ -35,7 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nas_core.metrics import device_name, measure_latency, steady_allocator
+from nas_core.metrics import LATENCY_STATISTIC, device_name, fast_median, measure_latency, steady_allocator
 from nas_core.spaces.base import GenotypeError
 from nas_core.spaces.mobilenet import (
     OPS,
@@ -55,9 +58,13 @@ LUT_FORMAT = 1
 #: How entries are timed: inside whole networks (default) or each module alone (the classic table).
 LUT_METHODS = ("network", "isolated")
 #: Rounds over the candidate networks in :func:`measure_in_network` (repeats are split between them).
-IN_NETWORK_ROUNDS = 3
-#: A round spread above this (%) means the machine's speed moved too much for a table held to 10%.
-UNSTEADY_SPREAD_PCT = 5.0
+IN_NETWORK_ROUNDS = 10
+#: Least time (s) a table's measurement is spread over by default: several phases of another load's.
+LUT_MIN_SECONDS = 20.0
+#: Measurements of a fresh table, at most, while each one comes out unsteady (the steadiest is kept).
+LUT_ATTEMPTS = 3
+#: A drift above this (%) means the machine's speed moved too much for a table held to 10%.
+UNSTEADY_DRIFT_PCT = 5.0
 #: The six MBConv candidates (the table's ops besides zero).
 CANDIDATE_OPS = tuple(op for op in OPS if op != "zero")
 
@@ -92,9 +99,12 @@ class LatencyLUT:
     method: str = "network"
     #: how malloc was set while measuring (:func:`nas_core.metrics.steady_allocator`); older tables: "default"
     allocator: str = "default"
-    #: how far the machine's speed moved while the table was measured: the largest spread (%) of a candidate
-    #: network's per-round median time over the interleaved rounds; None for the isolated method or old tables
-    round_spread_pct: float | None = None
+    #: how timed passes were summarised (:data:`nas_core.metrics.LATENCY_STATISTIC`); older tables: "median"
+    statistic: str = "median"
+    #: how far the machine's speed moved while the table was measured: the largest change (%) of a candidate
+    #: network's latency between the first and second half of the rounds; None for the isolated method, one
+    #: round, or tables measured before it was recorded
+    drift_pct: float | None = None
     created: float = field(default_factory=time.time)
     path: Path | None = None
     reused: bool = False
@@ -110,17 +120,23 @@ class LatencyLUT:
             self.device,
             self.method,
             self.allocator,
+            self.statistic,
         )
 
     def steadiness(self) -> str:
         """One sentence on how steady the machine was while the table was measured ("" when not known)."""
-        if self.round_spread_pct is None:
+        if self.drift_pct is None:
             return ""
-        text = f"the machine's speed moved {self.round_spread_pct:.1f}% between measurement rounds"
-        if self.round_spread_pct > UNSTEADY_SPREAD_PCT:
+        text = f"the machine's speed moved {self.drift_pct:.1f}% between the two halves of the measurement"
+        if self.unsteady:
             where = f" (delete {self.path} to measure it again)" if self.path else ""
             text += f": too unsteady for predictions within 10%; measure it on a quieter machine{where}"
         return text
+
+    @property
+    def unsteady(self) -> bool:
+        """The machine moved too much while measuring for this table to be held to 10%."""
+        return self.drift_pct is not None and self.drift_pct > UNSTEADY_DRIFT_PCT
 
     @property
     def fixed_ms(self) -> float:
@@ -138,7 +154,7 @@ class LatencyLUT:
             "warmup": self.warmup,
             "repeats": self.repeats,
             "build_seconds": self.build_seconds,
-            "round_spread_pct": self.round_spread_pct,
+            "drift_pct": self.drift_pct,
             "created": self.created,
         }
 
@@ -159,6 +175,7 @@ class LatencyLUT:
             device=str(k["device"]),
             method=str(k.get("method", "isolated")),
             allocator=str(k.get("allocator", "default")),
+            statistic=str(k.get("statistic", "median")),
             fixed={str(n): float(v) for n, v in doc["fixed"].items()},
             fixed_macs={str(n): int(v) for n, v in doc["fixed_macs"].items()},
             blocks={b: {o: float(v) for o, v in doc["blocks"][b].items()} for b in order},
@@ -167,7 +184,7 @@ class LatencyLUT:
             warmup=int(doc.get("warmup", 0)),
             repeats=int(doc.get("repeats", 0)),
             build_seconds=float(doc.get("build_seconds", 0.0)),
-            round_spread_pct=None if doc.get("round_spread_pct") is None else float(doc["round_spread_pct"]),
+            drift_pct=None if doc.get("drift_pct") is None else float(doc["drift_pct"]),
             created=float(doc.get("created", 0.0)),
             path=path,
             reused=path is not None,
@@ -183,12 +200,15 @@ def lut_key(
     device: str,
     method: str = "network",
     allocator: str = "default",
+    statistic: str = "median",
 ) -> dict[str, Any]:
-    """What a measured table depends on: the skeleton, the machine (threads, device name), the method and how
-    malloc was set (a table timed with glibc's self-adjusting thresholds is not reused once they are fixed)."""
+    """What a measured table depends on: the skeleton, the machine (threads, device name), the method, how
+    malloc was set (a table timed with glibc's self-adjusting thresholds is not reused once they are fixed)
+    and how passes were summarised (a plain-median table is not reused by a fast-median measurement)."""
     return {
         "method": method,
         "allocator": allocator,
+        "statistic": statistic,
         "preset": preset,
         "width": float(width),
         "input_shape": [int(v) for v in input_shape],
@@ -308,21 +328,22 @@ def _signature(entry: dict[str, Any]) -> str:
     return f"{entry['fixed']}|{entry['input']}"
 
 
-def round_spread_pct(round_medians: Sequence[float]) -> float | None:
-    """(max - min) / min of one network's per-round median times, in %: how far the machine's speed moved
-    between interleaved measurement rounds; None with fewer than 2 rounds."""
-    if len(round_medians) < 2:
+def drift_pct(first: Sequence[float], second: Sequence[float]) -> float | None:
+    """How far (%) one network's latency (:func:`nas_core.metrics.fast_median`) moved between the passes of
+    the first and of the second half of a measurement; None when a half is empty."""
+    if not first or not second:
         return None
-    return 100.0 * (max(round_medians) - min(round_medians)) / min(round_medians)
+    a, b = fast_median(first), fast_median(second)
+    return 100.0 * abs(a - b) / min(a, b)
 
 
 @dataclass(frozen=True)
 class InNetworkTimes:
-    """What :func:`measure_in_network` measured: ms per fixed layer name and per (block, op), and how steady the
-    machine was (largest spread, in %, of a candidate network's per-round median total; None with one round)."""
+    """What :func:`measure_in_network` measured: ms per fixed layer name and per (block, op), and how far the
+    machine's speed moved meanwhile (largest :func:`drift_pct` of a candidate network; None with one round)."""
 
     entries: dict[Any, float]
-    round_spread_pct: float | None
+    drift_pct: float | None
 
 
 def measure_in_network(
@@ -334,18 +355,23 @@ def measure_in_network(
     warmup: int = 10,
     repeats: int = 50,
     device: str = "cpu",
+    min_seconds: float = 0.0,
 ) -> InNetworkTimes:
-    """Median ms of every fixed layer and every (block, op), each timed inside a whole network.
+    """Ms of every fixed layer and every (block, op), each timed inside a whole network.
 
     For each MBConv candidate one network uses it in every searchable block; its forward pass is run with a
     timer around the stem, every block, the head and the classifier tail (pool, flatten, linear), so each
     block is timed where it runs in a real network: after its predecessor, with caches and the allocator in
     the state a network leaves them. Modules timed alone in a tight loop run hotter than that, so a table
     of isolated timings misses part of the network's latency (``bench/bench_proxyless.py`` shows by how
-    much). Each network runs its forward passes back to back, as :func:`measure_latency` runs the final
-    network (switching networks between passes would time colder caches than that), in
-    :data:`IN_NETWORK_ROUNDS` rounds over the networks so a burst of load hits all candidates alike.
+    much). Each network runs its forward passes back to back, as the final network's latency is measured,
+    in :data:`IN_NETWORK_ROUNDS` rounds over the networks (two warm-up passes after each switch), each
+    round's share of ``repeats`` and of ``min_seconds`` long, so no phase of other load covers all of one
+    candidate's passes. An entry is the median, over the fastest passes of its network
+    (:data:`nas_core.metrics.FAST_FRACTION` of them, by whole-pass time), of that layer's time: the
+    per-layer reading of the statistic the final network is measured with.
     """
+    from nas_core.metrics import FAST_FRACTION
     from nas_core.spaces.mobilenet import MobileNetNetwork
 
     steady_allocator()
@@ -385,34 +411,43 @@ def measure_in_network(
         out.append(clock() - t1)
         return out
 
-    samples: dict[str, list[list[float]]] = {op: [] for op in nets}
-    rounds_of: dict[str, list[list[list[float]]]] = {op: [] for op in nets}  # the same samples, by round
     rounds = max(1, min(IN_NETWORK_ROUNDS, repeats))
+    share = min_seconds / (rounds * len(nets))
+    rounds_of: dict[str, list[list[list[float]]]] = {op: [] for op in nets}  # per op, per round, per pass
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         with torch.inference_mode():
             for r in range(rounds):
+                count = repeats // rounds + (r < repeats % rounds)
                 for op, net in nets.items():
-                    for _ in range(warmup if r == 0 else max(1, warmup // rounds)):
+                    for _ in range(warmup if r == 0 else min(warmup, 2)):
                         timed(net)
-                    rounds_of[op].append([])
-                    for _ in range(repeats // rounds + (r < repeats % rounds)):
-                        samples[op].append(timed(net))
-                        rounds_of[op][-1].append(samples[op][-1])
+                    passes: list[list[float]] = []
+                    start = clock()
+                    while len(passes) < count or clock() - start < share:
+                        passes.append(timed(net))
+                    rounds_of[op].append(passes)
     finally:
         torch.set_num_threads(old_threads)
+    fast: dict[str, list[list[float]]] = {}  # per op, its fastest passes by whole-pass time
+    drifts = []
+    for op, per_round in rounds_of.items():
+        passes = [p for r in per_round for p in r]
+        fast[op] = sorted(passes, key=sum)[: max(1, round(FAST_FRACTION * len(passes)))]
+        half = len(per_round) // 2
+        drifts.append(drift_pct([sum(p) for r in per_round[:half] for p in r],
+                                [sum(p) for r in per_round[half:] for p in r]))  # fmt: skip
     names = ["stem", *(p.name for p in lay.blocks), "head", "classifier"]
     searchable = {p.name for p in lay.searchable}
     result: dict[Any, float] = {}
     for i, name in enumerate(names):
         if name in searchable:
             for op in nets:
-                result[(name, op)] = 1000.0 * statistics.median(s[i] for s in samples[op])
-        else:  # the fixed layers are the same in every network: pool all samples
-            result[name] = 1000.0 * statistics.median(s[i] for op in nets for s in samples[op])
-    spreads = [round_spread_pct([statistics.median(sum(s) for s in r) for r in rounds_of[op] if r]) for op in nets]
-    known = [v for v in spreads if v is not None]
+                result[(name, op)] = 1000.0 * statistics.median(s[i] for s in fast[op])
+        else:  # the fixed layers are the same in every network: pool all candidates' fastest passes
+            result[name] = 1000.0 * statistics.median(s[i] for op in nets for s in fast[op])
+    known = [v for v in drifts if v is not None]
     return InNetworkTimes(result, max(known) if known else None)
 
 
@@ -427,8 +462,9 @@ def build_lut(
     device: str = "cpu",
     max_seconds: float = 2.0,
     method: str = "network",
+    min_seconds: float = LUT_MIN_SECONDS,
 ) -> LatencyLUT:
-    """Measure every entry; seeded weights, eval mode, batch 1.
+    """Measure every entry; seeded weights, eval mode, batch 1, spread over at least ``min_seconds``.
 
     ``method="network"`` (default) times each block inside a whole network (:func:`measure_in_network`);
     ``"isolated"`` times each module alone with :func:`measure_latency` (identical module + input once), the
@@ -439,7 +475,7 @@ def build_lut(
     t0 = time.perf_counter()
     entries = _skeleton(preset, width, input_shape, num_classes)
     in_net = (
-        measure_in_network(preset, width, input_shape, num_classes, threads, warmup, repeats, device)
+        measure_in_network(preset, width, input_shape, num_classes, threads, warmup, repeats, device, min_seconds)
         if method == "network"
         else None
     )
@@ -469,6 +505,7 @@ def build_lut(
                         repeats=repeats,
                         device=device,
                         max_seconds=max_seconds,
+                        min_seconds=min_seconds / len(entries),
                     )
                     cache[sig] = float(res["latency_ms"])
                 ms = cache[sig]
@@ -504,7 +541,8 @@ def build_lut(
         build_seconds=time.perf_counter() - t0,
         method=method,
         allocator=steady_allocator(),
-        round_spread_pct=in_net.round_spread_pct if in_net is not None else None,
+        statistic=LATENCY_STATISTIC,
+        drift_pct=in_net.drift_pct if in_net is not None else None,
     )
 
 
@@ -520,9 +558,20 @@ def load_or_build_lut(
     device: str = "cpu",
     log: Callable[[str], None] | None = None,
     method: str = "network",
+    min_seconds: float = LUT_MIN_SECONDS,
+    attempts: int = LUT_ATTEMPTS,
 ) -> LatencyLUT:
-    """The stored table for this skeleton and machine, or a freshly measured one saved there for next time."""
-    key = lut_key(preset, width, input_shape, num_classes, threads, device_name(device), method, steady_allocator())
+    """The stored table for this skeleton and machine, or a freshly measured one saved there for next time.
+
+    A fresh table measured while the machine's speed moved (:attr:`LatencyLUT.unsteady`) is measured again,
+    up to ``attempts`` times in all, and the steadiest one is kept: on a shared machine a long phase of other
+    load can cover one measurement, rarely three in a row (``bench/bench_proxyless.py``: every table that
+    was not flagged predicted its networks within 10%).
+    """
+    key = lut_key(
+        preset, width, input_shape, num_classes, threads, device_name(device), method, steady_allocator(),
+        LATENCY_STATISTIC,
+    )  # fmt: skip
     path = lut_path(lut_dir, key)
     if path.is_file():
         try:
@@ -536,7 +585,22 @@ def load_or_build_lut(
         except (ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
             if log:
                 log(f"latency table {path} unreadable ({exc}); measuring it again")
-    lut = build_lut(preset, width, input_shape, num_classes, threads, warmup, repeats, device, method=method)
+    t0 = time.perf_counter()
+    lut: LatencyLUT | None = None
+    for attempt in range(1, max(1, attempts) + 1):
+        got = build_lut(preset, width, input_shape, num_classes, threads, warmup, repeats, device,
+                        method=method, min_seconds=min_seconds)  # fmt: skip
+        if lut is None or (got.drift_pct or 0.0) < (lut.drift_pct or 0.0):
+            lut = got
+        if not lut.unsteady or attempt == attempts:
+            break
+        if log:
+            log(
+                f"latency table measurement {attempt} of {attempts}: the machine's speed moved {got.drift_pct:.1f}% "
+                f"between its two halves (more than {UNSTEADY_DRIFT_PCT:g}%); measuring it again"
+            )
+    assert lut is not None
+    lut.build_seconds = time.perf_counter() - t0
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(lut.to_json(), indent=1, sort_keys=True))

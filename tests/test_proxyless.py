@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,26 +13,30 @@ import pytest
 import torch
 import torch.nn.functional as F
 from test_worker import procs  # noqa: F401  (fixture for the worker test)
+from torch import nn
 
 from nas_core import latency_lut
 from nas_core.config import ConfigError, ExperimentConfig
 from nas_core.data import load_dataset
 from nas_core.latency_lut import (
+    UNSTEADY_DRIFT_PCT,
     LatencyLUT,
     build_lut,
+    drift_pct,
     latency_table,
     load_or_build_lut,
     lut_frame,
     lut_key,
     lut_path,
     macs_table,
+    measure_in_network,
     predict_latency,
     predict_macs,
 )
-from nas_core.metrics import count_macs, steady_allocator
+from nas_core.metrics import LATENCY_STATISTIC, count_macs, fast_median, measure_latency, steady_allocator
 from nas_core.pipeline import run_experiment
 from nas_core.reporting import MemoryReporter
-from nas_core.spaces import get_space
+from nas_core.spaces import get_space, mobilenet
 from nas_core.spaces.mobilenet import OPS, PRESETS, estimate_macs
 from nas_core.spaces.mobilenet_proxyless import (
     BINARY_MODES,
@@ -47,7 +52,7 @@ from storage import repo
 
 SP = get_space("mobilenet")
 DIGITS = (1, 8, 8)
-FAST_LUT = {"warmup": 1, "repeats": 3}
+FAST_LUT = {"warmup": 1, "repeats": 3, "min_seconds": 0.0}
 PARAMS = {
     "loss_type": "mul#log",
     "resource": "latency",
@@ -436,7 +441,7 @@ def test_lut_is_built_once_then_read_from_the_file(method, tmp_path, monkeypatch
     monkeypatch.setattr(latency_lut, "measure_latency", counting_iso)
     monkeypatch.setattr(latency_lut, "measure_in_network", counting_net)
     logs: list[str] = []
-    kw = dict(FAST_LUT, method=method, log=logs.append)
+    kw = dict(FAST_LUT, method=method, log=logs.append, attempts=1)
     first = load_or_build_lut(tmp_path, "digits", 1.0, DIGITS, 10, **kw)
     assert first.path is not None and first.path.parent == tmp_path and first.path.is_file()
     assert not first.reused and "measured" in logs[-1] and str(first.path) in logs[-1] and first.method == method
@@ -466,19 +471,93 @@ def test_lut_is_built_once_then_read_from_the_file(method, tmp_path, monkeypatch
     assert doc["key"]["threads"] == 1 and doc["key"]["device"] and doc["key"]["input_shape"] == [1, 8, 8]
     assert doc["key"]["method"] == method
     assert doc["key"]["allocator"] == steady_allocator() == first.allocator
-    if method == "network":  # three interleaved rounds: how far the machine's speed moved between them
-        assert doc["round_spread_pct"] == first.round_spread_pct >= 0
-        assert second.round_spread_pct == first.round_spread_pct
-        assert "between measurement rounds" in logs[0]
+    assert doc["key"]["statistic"] == LATENCY_STATISTIC == first.statistic == "fast10-median"
+    if method == "network":  # rounds in two halves: how far the machine's speed moved between them
+        assert doc["drift_pct"] == first.drift_pct >= 0
+        assert second.drift_pct == first.drift_pct
+        assert "between the two halves of the measurement" in logs[0]
     else:
-        assert first.round_spread_pct is None and first.steadiness() == ""
+        assert first.drift_pct is None and first.steadiness() == ""
 
 
 def test_steadiness_flags_a_table_measured_while_the_machine_moved(digits_lut):
-    steady = dataclasses.replace(digits_lut, round_spread_pct=2.0)
-    assert steady.steadiness() == "the machine's speed moved 2.0% between measurement rounds"
-    shaky = dataclasses.replace(digits_lut, round_spread_pct=30.0, path=Path("/x/t.json"))
+    steady = dataclasses.replace(digits_lut, drift_pct=2.0)
+    assert steady.steadiness() == "the machine's speed moved 2.0% between the two halves of the measurement"
+    assert not steady.unsteady
+    shaky = dataclasses.replace(digits_lut, drift_pct=30.0, path=Path("/x/t.json"))
+    assert shaky.unsteady
     assert "too unsteady for predictions within 10%" in shaky.steadiness() and "delete /x/t.json" in shaky.steadiness()
+
+
+def test_an_unsteady_fresh_table_is_measured_again_and_the_steadiest_kept(tmp_path, monkeypatch, digits_lut):
+    drifts = iter([30.0, 12.0, 40.0, 30.0, 2.0])
+    calls: list[float] = []
+
+    def fake_build(*a, **kw) -> LatencyLUT:
+        calls.append(next(drifts))
+        return dataclasses.replace(digits_lut, drift_pct=calls[-1], path=None)
+
+    monkeypatch.setattr(latency_lut, "build_lut", fake_build)
+    logs: list[str] = []
+    lut = load_or_build_lut(tmp_path / "a", "digits", 1.0, DIGITS, 10, log=logs.append)
+    assert calls == [30.0, 12.0, 40.0] and lut.drift_pct == 12.0 and lut.unsteady  # three tries, steadiest kept
+    assert json.loads(lut.path.read_text())["drift_pct"] == 12.0
+    assert sum("measuring it again" in m for m in logs) == 2 and "too unsteady" in logs[-1]
+    calls.clear()
+    lut = load_or_build_lut(tmp_path / "b", "digits", 1.0, DIGITS, 10, log=logs.append)
+    assert calls == [30.0, 2.0] and lut.drift_pct == 2.0 and not lut.unsteady  # stops at a steady one
+
+
+def test_drift_compares_the_fast_medians_of_the_two_halves():
+    assert drift_pct([1.0, 1.0, 3.0], [1.1, 5.0, 5.0, 1.1]) == pytest.approx(10.0)
+    assert drift_pct([], [1.0]) is None
+
+
+class _Loaded(nn.Module):
+    """Wraps a module; sleeps 3 ms in the calls ``loaded()`` says: another load on the machine."""
+
+    def __init__(self, inner: nn.Module, loaded: Callable[[], bool]) -> None:
+        super().__init__()
+        self.inner, self.loaded = inner, loaded
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.loaded():
+            time.sleep(0.003)
+        return self.inner(x)
+
+
+def test_table_spreads_its_rounds_over_min_seconds_and_keeps_each_candidates_fastest_passes(monkeypatch):
+    """Ten interleaved rounds spread over min_seconds; an entry is the layer's median over its network's
+    fastest passes, so a phase of other load covering most of the passes does not move it, and the drift
+    between the two halves says the machine moved."""
+    until = [0.0]
+
+    class LoadedNetwork(mobilenet.MobileNetNetwork):
+        def __init__(self, *a, **kw) -> None:
+            super().__init__(*a, **kw)
+            self.stem = _Loaded(self.stem, lambda: time.perf_counter() < until[0])
+
+    monkeypatch.setattr(mobilenet, "MobileNetNetwork", LoadedNetwork)
+    t0 = time.perf_counter()
+    until[0] = t0 + 1.2  # loaded for the first 60% of the measurement
+    times = measure_in_network("digits", 1.0, DIGITS, 10, warmup=1, repeats=10, min_seconds=2.0)
+    assert time.perf_counter() - t0 >= 2.0
+    assert times.entries["stem"] < 1.0  # ms: the unloaded passes' stem, not 3 ms of sleep
+    assert all(v > 0 for v in times.entries.values())
+    assert times.drift_pct is not None and times.drift_pct > UNSTEADY_DRIFT_PCT  # first half loaded, second not
+
+
+def test_latency_is_the_fast_median_of_passes_spread_over_min_seconds():
+    calls = iter(range(10**9))
+    net = _Loaded(nn.Linear(4, 4), lambda: next(calls) % 10 < 6)  # 6 passes in 10 loaded
+    t0 = time.perf_counter()
+    out = measure_latency(net, (4,), warmup=0, repeats=5, min_seconds=0.3)
+    assert time.perf_counter() - t0 >= 0.3 and out["latency_repeats"] > 5  # kept timing until 0.3 s had passed
+    assert out["latency_ms"] < 1.0 < 3.0 <= out["latency_median_ms"]  # most passes loaded, the fastest not
+    assert fast_median([float(v) for v in range(20, 0, -1)]) == 1.5  # the fastest 10%: 1.0 and 2.0
+    assert fast_median([5.0, 1.0, 2.0], fraction=0.1) == 1.0  # at least one pass
+    with pytest.raises(ValueError, match="no timed passes"):
+        fast_median([])
 
 
 def test_table_measured_before_the_steady_allocator_is_read_but_measured_again(tmp_path, digits_lut):
@@ -504,14 +583,16 @@ from nas_core.metrics import steady_allocator
 torch.set_num_threads(1)
 m = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1), nn.Conv2d(32, 8, 1))
 x = torch.randn(1, 3, 224, 224)  # 6.4 MB activations, as a 224x224 network's first blocks
-def faults():
+def faults():  # median per pass: the heap may still grow once in the first passes, then it is steady
+    per_pass = []
     with torch.inference_mode():
         for _ in range(3):
             m(x)
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        for _ in range(10):
+        for _ in range(11):
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             m(x)
-        return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10
+            per_pass.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    return sorted(per_pass)[5]
 print(faults(), steady_allocator(), faults())
 """
 
@@ -590,7 +671,7 @@ def test_strategy_registered_for_mobilenet_only():
 
 
 def _ctx(tmp_path: Path, **over) -> tuple[SearchContext, MemoryReporter]:
-    params = {"lut_repeats": 3, "lut_warmup": 1, "lut_dir": str(tmp_path / "luts"), "arch_every": 2}
+    params = {"lut_repeats": 3, "lut_warmup": 1, "lut_seconds": 0, "lut_dir": str(tmp_path / "luts"), "arch_every": 2}
     params |= over.pop("params", {})
     base = dict(strategy="proxylessnas", space="mobilenet", dataset="digits", epochs=2, batch_size=32,
                 final_epochs=0, max_train_per_class=20, params=params)  # fmt: skip
@@ -645,8 +726,8 @@ def test_both_binary_modes_search_end_to_end_through_run_experiment(tmp_path):
         cfg = ExperimentConfig(
             strategy="proxylessnas", space="mobilenet", dataset="digits", epochs=2, batch_size=32, final_epochs=0,
             threads=1, max_train_per_class=20,
-            params={"binary_mode": mode, "lut_repeats": 3, "lut_warmup": 1, "lut_dir": str(tmp_path / "luts"),
-                    "arch_every": 2, "arch_lr": 0.05},
+            params={"binary_mode": mode, "lut_repeats": 3, "lut_warmup": 1, "lut_seconds": 0,
+                    "lut_dir": str(tmp_path / "luts"), "arch_every": 2, "arch_lr": 0.05},
         )  # fmt: skip
         rep = MemoryReporter(workdir=tmp_path / mode)
         res = run_experiment(cfg, rep)
@@ -672,7 +753,7 @@ def test_proxylessnas_through_the_worker(db: str, procs: Callable) -> None:  # n
     cfg = {
         "strategy": "proxylessnas", "space": "mobilenet", "dataset": "digits", "epochs": 2, "final_epochs": 1,
         "batch_size": 32, "threads": 1, "max_train_per_class": 20,
-        "params": {"lut_repeats": 3, "lut_warmup": 1, "arch_every": 2, "target_latency_ms": 1.0},
+        "params": {"lut_repeats": 3, "lut_warmup": 1, "lut_seconds": 0, "arch_every": 2, "target_latency_ms": 1.0},
     }  # fmt: skip
     exp_id = repo.create_experiment(cfg, name="proxyless-e2e")
     worker = procs("worker", "--once", "--poll", "0.2")

@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from nas_core import viz, viz_search
-from nas_core.latency_lut import UNSTEADY_SPREAD_PCT, LatencyLUT, lut_frame
+from nas_core.latency_lut import LatencyLUT, lut_frame
 from nas_core.spaces import get_space
 from nas_core.strategies import STRATEGIES
 from nas_core.strategies.multitrial import MultiTrialStrategy
@@ -191,9 +191,9 @@ def _latency_lut(exp_id: int) -> None:
             show_error(f"Cannot read the latency table {path}", exc)
             return
         st.caption(f"{path} · fixed layers (stem, first block, head, classifier) {lut.fixed_ms:.3f} ms")
-        if lut.round_spread_pct is not None:
+        if lut.drift_pct is not None:
             note = lut.steadiness()
-            if lut.round_spread_pct > UNSTEADY_SPREAD_PCT:
+            if lut.unsteady:
                 st.warning(note[0].upper() + note[1:], icon=":material/warning:")
             else:
                 st.caption(note[0].upper() + note[1:] + ".")

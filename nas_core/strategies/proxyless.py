@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from nas_core.config import ConfigError, ExperimentConfig, ParamSpec
 from nas_core.data import batches, endless_batches
 from nas_core.latency_lut import (
+    LUT_MIN_SECONDS,
     CostTable,
     default_lut_dir,
     latency_table,
@@ -150,7 +151,24 @@ PARAMS: tuple[ParamSpec, ...] = (
         1,
         256,
     ),
-    ParamSpec("lut_repeats", 50, "int", "Timed repeats per table entry (median taken)", 3, 10_000),
+    ParamSpec(
+        "lut_repeats",
+        50,
+        "int",
+        "Timed passes per candidate network the table is measured in (each entry: the median over the fastest "
+        "10% of them)",
+        3,
+        10_000,
+    ),
+    ParamSpec(
+        "lut_seconds",
+        LUT_MIN_SECONDS,
+        "float",
+        "Least time (s) the table's measurement is spread over, in interleaved rounds, so a burst of other load on "
+        "the machine cannot cover all of one candidate's passes",
+        0.0,
+        600.0,
+    ),
     ParamSpec("lut_warmup", 10, "int", "Warm-up runs per table entry", 0, 10_000),
     ParamSpec(
         "lut_dir",
@@ -290,6 +308,7 @@ class ProxylessStrategy(Strategy):
             threads=p["lut_threads"],
             warmup=p["lut_warmup"],
             repeats=p["lut_repeats"],
+            min_seconds=p["lut_seconds"],
             log=ctx.reporter.log,
         )
         ctx.reporter.event(
