@@ -17,7 +17,7 @@ import torch
 from nas_core.config import ExperimentConfig, final_network_options
 from nas_core.data import load_dataset
 from nas_core.export import export_all, sha256
-from nas_core.metrics import device_name, profile_network
+from nas_core.metrics import device_name, latency_seconds, profile_network
 from nas_core.reporting import ArchitectureRecord, Reporter
 from nas_core.spaces import get_space
 from nas_core.strategies import SearchContext, get_strategy
@@ -69,6 +69,7 @@ def final_recipe_text(cfg: ExperimentConfig, network: torch.nn.Module) -> str:
 def run_experiment(config: ExperimentConfig, reporter: Reporter) -> ExperimentResult:
     """Run the whole experiment described by ``config``, reporting through ``reporter``."""
     cfg = config.validated()
+    latency_s = latency_seconds()  # a bad NAS_LATENCY_SECONDS fails here, not after the search
     torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     device = torch.device("cpu")
@@ -131,7 +132,7 @@ def run_experiment(config: ExperimentConfig, reporter: Reporter) -> ExperimentRe
         accuracy, kind = outcome.accuracy, outcome.accuracy_kind
     train_seconds = time.perf_counter() - t1
 
-    prof = profile_network(net, data.input_shape, threads=1)
+    prof = profile_network(net, data.input_shape, threads=1, min_seconds=latency_s)
     reporter.log(
         f"params {prof['params']:,}, MACs {prof['macs'] / 1e6:.3f} M, latency {prof['latency_ms']:.3f} ms "
         f"(batch 1, {prof['latency_threads']} thread, {prof['latency_device']})"

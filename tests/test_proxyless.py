@@ -33,7 +33,16 @@ from nas_core.latency_lut import (
     predict_latency,
     predict_macs,
 )
-from nas_core.metrics import LATENCY_STATISTIC, count_macs, fast_median, measure_latency, steady_allocator
+from nas_core.metrics import (
+    LATENCY_SECONDS,
+    LATENCY_STATISTIC,
+    count_macs,
+    fast_median,
+    latency_seconds,
+    measure_latency,
+    profile_network,
+    steady_allocator,
+)
 from nas_core.pipeline import run_experiment
 from nas_core.reporting import MemoryReporter
 from nas_core.spaces import get_space, mobilenet
@@ -558,6 +567,22 @@ def test_latency_is_the_fast_median_of_passes_spread_over_min_seconds():
     assert fast_median([5.0, 1.0, 2.0], fraction=0.1) == 1.0  # at least one pass
     with pytest.raises(ValueError, match="no timed passes"):
         fast_median([])
+
+
+def test_results_latency_is_measured_over_nas_latency_seconds(monkeypatch):
+    monkeypatch.delenv("NAS_LATENCY_SECONDS")
+    assert latency_seconds() == LATENCY_SECONDS == 3.0
+    monkeypatch.setenv("NAS_LATENCY_SECONDS", "0.3")
+    t0 = time.perf_counter()
+    out = profile_network(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), (1, 8, 8))
+    assert time.perf_counter() - t0 >= 0.3 and out["latency_repeats"] > 50 and out["latency_ms"] > 0
+    for bad in ("soon", "-1", "1e9"):
+        monkeypatch.setenv("NAS_LATENCY_SECONDS", bad)
+        with pytest.raises(ValueError, match=f"NAS_LATENCY_SECONDS='{bad}' is not a number of seconds"):
+            latency_seconds()
+    cfg = ExperimentConfig(strategy="random", space="nb201", dataset="digits")
+    with pytest.raises(ValueError, match="NAS_LATENCY_SECONDS"):  # before any search work
+        run_experiment(cfg, MemoryReporter())
 
 
 def test_table_measured_before_the_steady_allocator_is_read_but_measured_again(tmp_path, digits_lut):
