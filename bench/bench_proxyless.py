@@ -95,11 +95,12 @@ def derived_by_search(epochs: int, targets: list[float], lut_dir: Path, threads:
     return out
 
 
-def measure_all(models: list[torch.nn.Module], shape: tuple[int, int, int], repeats: int, rounds: int,
-                seconds: float) -> list[list[list[float]]]:  # fmt: skip
+def measure_all(models: list[torch.nn.Module], shape: tuple[int, int, int], threads: int, repeats: int,
+                rounds: int, seconds: float) -> list[list[list[float]]]:  # fmt: skip
     """Each network's timed passes (ms), per interleaved round: 10 warm-up passes before its first round, 2
     after each switch of network, then its share of ``repeats`` and of ``seconds``."""
     steady_allocator()
+    torch.set_num_threads(threads)  # as measure_latency does; a search in between must not change it
     x = torch.randn(1, *shape)
     share = seconds / (rounds * len(models))
     per_round: list[list[list[float]]] = [[] for _ in models]
@@ -166,7 +167,7 @@ def main() -> int:
             nets = derived_by_search(args.search_epochs, targets, lut_dir, args.threads) + nets
         torch.manual_seed(args.seed)
         models = [SP.build_network(genotype_text(preset, ops), classes, shape) for _, ops in nets]
-        per_round = measure_all(models, shape, args.repeats, args.rounds, args.seconds)
+        per_round = measure_all(models, shape, args.threads, args.repeats, args.rounds, args.seconds)
         spreads[preset] = steadiness(per_round)
         measured = [fast_median([t for r in rs for t in r]) for rs in per_round]
         for (kind, ops), ms in zip(nets, measured):
