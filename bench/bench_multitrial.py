@@ -1,12 +1,14 @@
-"""Multi-trial search throughput: trials per minute in this process against a pool of worker processes.
+"""Multi-trial search throughput: trials per minute in this process, on a pool of worker processes, or on Ray.
 
     python bench/bench_multitrial.py [--strategy random] [--space nb201] [--trials 8] [--epochs 2]
-        [--workers 1 2] [--dataset digits] [--channels 8] [--cells 2]
+        [--workers 1 2] [--executor process ray] [--dataset digits] [--channels 8] [--cells 2]
 
-Runs the strategy's search alone (no final training) once per worker count, same seed, and prints the
-search's wall time, trials per minute, the speed-up over one worker and the best validation accuracy found.
-A pool worker runs one torch thread; in process, torch uses ``--threads`` (default: all cores), so the
-comparison is "all cores inside each trial" against "one core per trial, trials side by side".
+Runs the strategy's search alone (no final training) once per executor and worker count, same seed, and
+prints the search's wall time, trials per minute, the speed-up over the first run and the best validation
+accuracy found. A pool worker or Ray task runs one torch thread; in process, torch uses ``--threads``
+(default: all cores), so the comparison is "all cores inside each trial" against "one core per trial,
+trials side by side". The pool's start-up (spawn, torch import) and Ray's (a local instance on 127.0.0.1,
+or the cluster at ``RAY_ADDRESS``; its workers, their torch import) count in the wall time, as in a search.
 """
 
 from __future__ import annotations
@@ -39,13 +41,15 @@ def main() -> int:
     ap.add_argument("--channels", type=int, default=8)
     ap.add_argument("--cells", type=int, default=2)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--executor", nargs="+", default=["process"], choices=["process", "ray"],
+                    help="where trials run (each one given is benchmarked in turn; ray: pip install ray)")  # fmt: skip
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads in process")
     args = ap.parse_args()
     print(f"{args.strategy} on {args.space}, {args.dataset}: {args.trials} trials x {args.epochs} epoch(s), "
           f"C={args.channels}, N={args.cells}; {os.cpu_count()} CPUs, torch {torch.__version__}")  # fmt: skip
     base = None
-    for workers in args.workers:
-        params = {"trials": args.trials, "workers": workers}
+    for executor, workers in [(e, w) for e in args.executor for w in args.workers]:
+        params = {"trials": args.trials, "workers": workers, "executor": executor}
         if args.strategy == "evolution":
             params |= {"population": max(2, args.trials // 2), "sample_size": 2}
         cfg = ExperimentConfig(
@@ -61,7 +65,7 @@ def main() -> int:
             out = STRATEGIES[cfg.strategy].search(ctx)
             secs = time.perf_counter() - t0
         base = base or secs
-        print(f"  workers {workers}: {secs:7.1f} s, {60 * args.trials / secs:6.1f} trials/min, "
+        print(f"  {executor:7s} workers {workers}: {secs:7.1f} s, {60 * args.trials / secs:6.1f} trials/min, "
               f"x{base / secs:.2f} vs the first, best val acc {out.accuracy:.4f}")  # fmt: skip
     return 0
 

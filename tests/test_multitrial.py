@@ -150,5 +150,6 @@ def test_launch_page_offers_evolution_refuses_a_bad_population_and_queues_a_good
     assert not at.exception and not at.error
     exp = repo.get_experiment(at.session_state["launched"])
     assert exp["status"] == "queued" and exp["strategy"] == "evolution"
-    assert exp["config"]["params"] == {"trials": 12, "workers": 2, "population": 6, "sample_size": 3}
+    assert exp["config"]["params"] == {"trials": 12, "workers": 2, "executor": "process", "population": 6,
+                                       "sample_size": 3}  # fmt: skip
     repo.request_cancel(exp["id"])

@@ -6,9 +6,10 @@ recipe at ``final_lr``) and scores it by validation accuracy; the test split is 
 search. The best candidate is then trained again, at the final size, like every other strategy's result.
 
 Trials run through an executor: in this process (``workers`` = 1) or on a pool of ``workers`` spawned
-processes, one torch thread each, the data handed to each worker once. With several workers, evolution runs
-asynchronously as in the paper (each finished trial joins the population and the next child is bred
-at once), so no worker waits for a generation to finish.
+processes, one torch thread each, the data handed to each worker once; or, with ``executor=ray``, as Ray
+tasks (``ray_executor.py``: on the cluster at ``RAY_ADDRESS``, else on a local instance). With several
+workers, evolution runs asynchronously as in the paper (each finished trial joins the population and the
+next child is bred at once), so no worker waits for a generation to finish.
 
 Regularized (aging) evolution: the first ``population`` trials are random; after that each child mutates
 the best of ``sample_size`` members drawn at random from the population, and the oldest member dies when
@@ -23,7 +24,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -34,6 +35,9 @@ from nas_core.reporting import Cancelled
 from nas_core.spaces import get_space
 from nas_core.strategies.base import SearchContext, SearchOutcome, Strategy
 from nas_core.train import train_network
+
+if TYPE_CHECKING:
+    from nas_core.strategies.ray_executor import RayTrialExecutor
 
 #: rough cost of one trial epoch at the search size against one final-training epoch (progress and ETA)
 TRIAL_EPOCH_COST = 0.5
@@ -115,12 +119,20 @@ def _pool_trial(genotype: str, index: int) -> tuple[float, int, float]:
 
 
 class TrialExecutor:
-    """Runs trials and yields them as they finish: in this process, or on a pool of spawned workers."""
+    """Runs trials and yields them as they finish: in this process, or on a pool of spawned workers.
+
+    ``RayTrialExecutor`` (``ray_executor.py``) has the same interface: ``capacity``, ``submit``, ``busy``,
+    ``next_done``, used as a context manager that frees its workers however the search ends."""
 
     def __init__(self, settings: TrialSettings, data: Dataset, workers: int, stop: Callable[[], bool]) -> None:
         self.settings, self.data, self.workers, self.stop = settings, data, workers, stop
         self._pool: Any = None
         self._pending: dict[int, tuple[str, Any]] = {}
+
+    @property
+    def where(self) -> str:
+        """Where the trials run, for the search log."""
+        return "a pool of processes" if self.workers > 1 else "this process"
 
     def __enter__(self) -> TrialExecutor:
         if self.workers > 1:
@@ -162,13 +174,32 @@ class TrialExecutor:
             time.sleep(0.05)
 
 
+def make_executor(
+    executor: str, settings: TrialSettings, data: Dataset, workers: int, stop: Callable[[], bool]
+) -> TrialExecutor | RayTrialExecutor:
+    """The strategy's ``executor`` parameter as an executor; Ray is imported only when asked for."""
+    if executor == "ray":
+        from nas_core.strategies.ray_executor import RayTrialExecutor
+
+        return RayTrialExecutor(settings, data, workers, stop)
+    return TrialExecutor(settings, data, workers, stop)
+
+
 class MultiTrialStrategy(Strategy):
     """Shared loop: propose candidates, keep ``workers`` trials running, report each one as it lands."""
 
     spaces = ("nb201", "darts")
     common_params: tuple[ParamSpec, ...] = (
         ParamSpec("trials", 20, "int", "Candidates trained and scored in all", 1, 100_000),
-        ParamSpec("workers", 1, "int", "Trials at once (1 = in this process; more = a pool of processes)", 1, 64),
+        ParamSpec("workers", 1, "int", "Trials at once (1 = in this process; more = a pool, or Ray tasks)", 1, 64),
+        ParamSpec(
+            "executor",
+            "process",
+            "choice",
+            "Where trials run: process (this process, or a pool for several workers) or ray (Ray tasks: "
+            "the cluster at RAY_ADDRESS, else a local Ray instance; pip install ray)",
+            choices=("process", "ray"),
+        ),
     )
 
     def search_units(self, config: ExperimentConfig) -> float:
@@ -177,6 +208,14 @@ class MultiTrialStrategy(Strategy):
     def validate(self, config: ExperimentConfig) -> None:
         if config.params["workers"] > config.params["trials"]:
             raise ConfigError("params.workers", f"more workers than trials ({config.params['trials']})")
+        if config.params["executor"] == "ray":
+            from nas_core.strategies.ray_executor import RAY_REQUIREMENT, ray_available
+
+            if not ray_available():  # before anything is queued: the CLI and the Launch page share this check
+                raise ConfigError(
+                    "params.executor",
+                    f"Ray is not installed here: pip install {RAY_REQUIREMENT} (or use executor=process)",
+                )
 
     def propose(
         self, rng: random.Random, submitted: int, done: list[Trial], space: Any, p: dict[str, Any]
@@ -192,15 +231,16 @@ class MultiTrialStrategy(Strategy):
         )  # fmt: skip
         rng = random.Random(cfg.seed)
         total, workers = p["trials"], p["workers"]
-        rep.log(
-            f"{self.label}: {total} trials of {cfg.epochs} epoch(s) each at C={cfg.channels}, N={cfg.cells_per_stage}, "
-            f"scored by validation accuracy; {workers} at once{self.settings_text(p)}"
-        )
         done: list[Trial] = []
         parents: dict[int, int | None] = {}
         best: Trial | None = None
         submitted = 0
-        with TrialExecutor(settings, ctx.data, workers, rep.should_stop) as ex:
+        with make_executor(p["executor"], settings, ctx.data, workers, rep.should_stop) as ex:
+            rep.log(
+                f"{self.label}: {total} trials of {cfg.epochs} epoch(s) each at C={cfg.channels}, "
+                f"N={cfg.cells_per_stage}, scored by validation accuracy; {workers} at once on {ex.where}"
+                f"{self.settings_text(p)}"
+            )
             while len(done) < total:
                 while submitted < total and ex.busy() < ex.capacity:
                     g, parent = self.propose(rng, submitted, done, space, p)
