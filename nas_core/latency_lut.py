@@ -38,7 +38,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from nas_core.metrics import LATENCY_STATISTIC, device_name, fast_median, measure_latency, steady_allocator
+from nas_core.metrics import (
+    FAST_FRACTION,
+    LATENCY_STATISTIC,
+    device_name,
+    fast_median,
+    measure_latency,
+    steady_allocator,
+)
 from nas_core.spaces.base import GenotypeError
 from nas_core.spaces.mobilenet import (
     OPS,
@@ -371,7 +378,6 @@ def measure_in_network(
     (:data:`nas_core.metrics.FAST_FRACTION` of them, by whole-pass time), of that layer's time: the
     per-layer reading of the statistic the final network is measured with.
     """
-    from nas_core.metrics import FAST_FRACTION
     from nas_core.spaces.mobilenet import MobileNetNetwork
 
     steady_allocator()
