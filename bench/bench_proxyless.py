@@ -116,8 +116,7 @@ def steadiness(per_round: list[list[list[float]]]) -> tuple[float, float]:
     """Median and largest drift (%) of the networks' latency between the first and second half of their
     rounds: how far the machine's own speed moved while it measured. A table cannot be checked to 10% on a
     machine that moves about as much."""
-    half = len(per_round[0]) // 2 if per_round else 0
-    drifts = [drift_pct([t for r in rs[:half] for t in r], [t for r in rs[half:] for t in r]) for rs in per_round]
+    drifts = [drift_pct(rs) for rs in per_round]
     known = [v for v in drifts if v is not None]
     return (statistics.median(known), max(known)) if known else (0.0, 0.0)
 

@@ -39,10 +39,10 @@ import torch
 from torch import nn
 
 from nas_core.metrics import (
-    FAST_FRACTION,
     LATENCY_STATISTIC,
     device_name,
     fast_median,
+    fastest,
     measure_latency,
     steady_allocator,
 )
@@ -335,9 +335,13 @@ def _signature(entry: dict[str, Any]) -> str:
     return f"{entry['fixed']}|{entry['input']}"
 
 
-def drift_pct(first: Sequence[float], second: Sequence[float]) -> float | None:
+def drift_pct(rounds: Sequence[Sequence[float]]) -> float | None:
     """How far (%) one network's latency (:func:`nas_core.metrics.fast_median`) moved between the passes of
-    the first and of the second half of a measurement; None when a half is empty."""
+    the first and of the second half of its measurement ``rounds`` (pass times per round); None when a half
+    has no passes."""
+    half = len(rounds) // 2
+    first = [t for r in rounds[:half] for t in r]
+    second = [t for r in rounds[half:] for t in r]
     if not first or not second:
         return None
     a, b = fast_median(first), fast_median(second)
@@ -436,14 +440,9 @@ def measure_in_network(
                     rounds_of[op].append(passes)
     finally:
         torch.set_num_threads(old_threads)
-    fast: dict[str, list[list[float]]] = {}  # per op, its fastest passes by whole-pass time
-    drifts = []
-    for op, per_round in rounds_of.items():
-        passes = [p for r in per_round for p in r]
-        fast[op] = sorted(passes, key=sum)[: max(1, round(FAST_FRACTION * len(passes)))]
-        half = len(per_round) // 2
-        drifts.append(drift_pct([sum(p) for r in per_round[:half] for p in r],
-                                [sum(p) for r in per_round[half:] for p in r]))  # fmt: skip
+    # per op, its fastest passes by whole-pass time, and how far its whole-pass latency drifted
+    fast = {op: fastest([p for r in per_round for p in r], key=sum) for op, per_round in rounds_of.items()}
+    drifts = [drift_pct([[sum(p) for p in r] for r in per_round]) for per_round in rounds_of.values()]
     names = ["stem", *(p.name for p in lay.blocks), "head", "classifier"]
     searchable = {p.name for p in lay.searchable}
     result: dict[Any, float] = {}

@@ -518,8 +518,8 @@ def test_an_unsteady_fresh_table_is_measured_again_and_the_steadiest_kept(tmp_pa
 
 
 def test_drift_compares_the_fast_medians_of_the_two_halves():
-    assert drift_pct([1.0, 1.0, 3.0], [1.1, 5.0, 5.0, 1.1]) == pytest.approx(10.0)
-    assert drift_pct([], [1.0]) is None
+    assert drift_pct([[1.0, 1.0], [3.0], [1.1, 5.0], [5.0, 1.1]]) == pytest.approx(10.0)  # rounds 0-1 vs 2-3
+    assert drift_pct([[1.0]]) is None and drift_pct([[], [1.0]]) is None
 
 
 class _Loaded(nn.Module):
