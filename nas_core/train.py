@@ -197,9 +197,10 @@ def train_genotype(
     ``layers`` and ``auxiliary`` are network options of spaces that have them (DARTS); a space
     without them refuses them with a ConfigError naming the option.
     """
-    from nas_core.metrics import profile_network
+    from nas_core.metrics import latency_seconds, profile_network
     from nas_core.spaces import get_space
 
+    latency_s = latency_seconds()  # a bad NAS_LATENCY_SECONDS fails here, not after the training
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -236,7 +237,7 @@ def train_genotype(
         out["drop_path"] = drop_path
     if cutout > 0:
         out["cutout"] = cutout
-    out.update(profile_network(model, data.input_shape))
+    out.update(profile_network(model, data.input_shape, min_seconds=latency_s))
     return out
 
 

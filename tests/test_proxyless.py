@@ -57,6 +57,7 @@ from nas_core.spaces.mobilenet_proxyless import (
 )
 from nas_core.strategies import STRATEGIES, SearchContext
 from nas_core.strategies.proxyless import arch_step, resource_loss
+from nas_core.train import train_genotype
 from storage import repo
 
 SP = get_space("mobilenet")
@@ -581,8 +582,14 @@ def test_results_latency_is_measured_over_nas_latency_seconds(monkeypatch):
         with pytest.raises(ValueError, match=f"NAS_LATENCY_SECONDS='{bad}' is not a number of seconds"):
             latency_seconds()
     cfg = ExperimentConfig(strategy="random", space="nb201", dataset="digits")
-    with pytest.raises(ValueError, match="NAS_LATENCY_SECONDS"):  # before any search work
-        run_experiment(cfg, MemoryReporter())
+    rep = MemoryReporter()
+    with pytest.raises(ValueError, match="NAS_LATENCY_SECONDS"):
+        run_experiment(cfg, rep)
+    rep_train = MemoryReporter()
+    with pytest.raises(ValueError, match="NAS_LATENCY_SECONDS"):  # the CLI's `train`
+        train_genotype("nb201", "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|", "digits", epochs=1, seed=0,
+                       channels=2, cells_per_stage=1, lr=0.1, batch_size=8, reporter=rep_train)  # fmt: skip
+    assert not rep.epochs and not rep.logs and not rep_train.epochs  # refused before any search or training
 
 
 def test_table_measured_before_the_steady_allocator_is_read_but_measured_again(tmp_path, digits_lut):
