@@ -2,7 +2,7 @@
 batch size, and the wall time of a full NB201 prune on digits at the reference's settings.
 
     python bench/bench_tenas.py [--threads 1] [--workers N] [--batches 24 48 72 96] [--no-search] [--big]
-        [--search-dataset SPEC | --cifar-like]
+        [--search-dataset SPEC | --cifar-like] [--processes N] [--pool-ab]
 
 ``--big`` also times the NTK on 3x32x32 inputs (the issue's reference figures were measured on those), with
 our per-sample loop on one thread and on ``--workers`` threads (default: ``--threads``), the reference's
@@ -12,6 +12,8 @@ NB201 ``TinyNetworkDarts`` (C=3, N=1, every op its own module, TE-NAS's rule of 
 ours evaluates each round's supernet once per repeat, the reference twice per candidate.
 ``--search-dataset cifar10:/path`` runs the full search on real CIFAR-10; ``--cifar-like`` on a temporary
 CIFAR-10-layout folder of random 3x32x32 images (the proxies' cost depends on the shapes, not the pixels).
+``--processes N`` scores the full search's candidates on N single-threaded processes (TE-NAS's ``workers``);
+``--pool-ab`` times that against ``--threads`` threads in one process, alternately, on first-round settings.
 Numbers are medians of ``--reps`` timed calls after one warm-up call.
 """
 
@@ -112,9 +114,40 @@ def reference_loop(net: torch.nn.Module, x: torch.Tensor) -> float:
 
 def full_supernet_weights() -> torch.Tensor:
     """softmax(alpha) of the supernet at the start of the prune: `none` removed, 4 ops per edge."""
+    return first_round_settings()[0]
+
+
+def first_round_settings() -> list[torch.Tensor]:
+    """The first round's weight settings: the supernet and its 24 candidates (one op removed each)."""
     alpha = torch.zeros(6, 5)
     alpha[:, 0] = -1000.0
-    return torch.softmax(alpha, dim=-1)
+    out = [torch.softmax(alpha, dim=-1)]
+    for e in range(6):
+        for o in range(1, 5):
+            a = alpha.clone()
+            a[e, o] = -1000.0
+            out.append(torch.softmax(a, dim=-1))
+    return out
+
+
+def pool_against_threads(threads: int, processes: int, rounds: int = 2) -> None:
+    """Score half the first round (3x32x32, batch 72) in this process on ``threads`` threads and on
+    ``processes`` single-threaded worker processes, alternately, so both see the same machine phases."""
+    torch.manual_seed(0)
+    x = torch.randn(500, 3, 32, 32)
+    settings = first_round_settings()[:13]
+    here = ProxyEvaluator(x, 10, ntk_batch=72, seed=0)
+    with ProxyEvaluator(x, 10, ntk_batch=72, seed=0, workers=processes) as pooled:
+        pooled.evaluate_repeats(settings[:2], [1])  # start the workers outside the timing
+        print(f"\nscoring {len(settings)} first-round settings (3x32x32, batch 72), seconds per setting:")
+        for r in range(rounds):
+            for name, ev, n in ((f"{threads} thread(s), this process", here, threads),
+                                (f"{processes} worker processes", pooled, 1)):  # fmt: skip
+                torch.set_num_threads(n)
+                t = time.perf_counter()
+                ev.evaluate_repeats(settings, [0])
+                print(f"  round {r}: {name:32s} {(time.perf_counter() - t) / len(settings):.3f}")
+    torch.set_num_threads(threads)
 
 
 def write_cifar_like(root: Path, per_class: int = 100) -> str:
@@ -142,6 +175,10 @@ def main() -> None:
     ap.add_argument("--batches", type=int, nargs="+", default=[24, 48, 72, 96])
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--workers", type=int, default=0, help="threads for the per-sample NTK loop (0 = --threads)")
+    ap.add_argument(
+        "--processes", type=int, default=1, help="the full search's TE-NAS `workers`: processes scoring candidates"
+    )
+    ap.add_argument("--pool-ab", action="store_true", help="time --processes workers against --threads threads")
     ap.add_argument("--no-search", action="store_true", help="skip the full search")
     ap.add_argument("--big", action="store_true", help="also time the NTK on 3x32x32 inputs")
     ap.add_argument("--search-dataset", default="digits", help="data set of the full search (default digits)")
@@ -202,6 +239,9 @@ def main() -> None:
             print(f"  full prune, reference: 3 x {candidates} candidates x 2 x ({peer_t:.2f} + {reg:.2f}) s = "
                   f"{ref_prune / 60:.1f} min -> ours is {ref_prune / ours_prune:.1f}x faster")  # fmt: skip
 
+    if args.pool_ab:
+        pool_against_threads(args.threads, max(2, args.processes))
+
     if not args.no_search:
         with tempfile.TemporaryDirectory() as tmp:
             spec = write_cifar_like(Path(tmp) / "data") if args.cifar_like else args.search_dataset
@@ -210,14 +250,15 @@ def main() -> None:
                 dataset=spec,
                 final_epochs=0,
                 threads=args.threads,
-                params={"ntk_batch": 72, "repeats": 3, "region_samples": 1000},
+                params={"ntk_batch": 72, "repeats": 3, "region_samples": 1000, "workers": args.processes},
             )
             rep = MemoryReporter(workdir=Path(tmp) / "run")
             t = time.perf_counter()
             res = run_experiment(cfg, rep)
             total = time.perf_counter() - t
         what = "random 3x32x32 CIFAR-layout data" if args.cifar_like else spec
-        print(f"\nfull NB201 TE-NAS prune on {what} (batch 72, 3 repeats, 1000 region samples, kaiming):")
+        print(f"\nfull NB201 TE-NAS prune on {what} (batch 72, 3 repeats, 1000 region samples, kaiming, "
+              f"{args.processes} worker process(es), {args.threads} thread(s)):")  # fmt: skip
         rounds: dict[int, dict[str, float]] = {}
         for step, _, name, value in rep.series_points:
             rounds.setdefault(step, {})[name] = value

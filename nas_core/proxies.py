@@ -404,6 +404,10 @@ class ProxyEvaluator:
     A weight setting is, on ``space="nb201"``, one (6 x 5) matrix; on ``space="darts"``, the (14 x 8)
     matrices of both cell types as ``{"normal": w, "reduce": w}`` or a ``(normal, reduce)`` pair (an
     all-zero row: the edge is removed). ``ntk_batch=None`` takes the reference's batch for the space.
+
+    ``workers`` > 1 scores the settings on that many spawned single-threaded processes (see
+    :mod:`nas_core.proxy_pool`), with the same numbers as here; call :meth:`close` (or use ``with``) to
+    stop them.
     """
 
     x_train: torch.Tensor
@@ -415,6 +419,7 @@ class ProxyEvaluator:
     seed: int = 0
     fast: bool = True
     space: str = "nb201"
+    workers: int = 1
 
     def __post_init__(self) -> None:
         self._space = proxy_space(self.space)
@@ -426,11 +431,17 @@ class ProxyEvaluator:
             raise ValueError("ntk_batch must be >= 2")
         if self.region_samples < 1:
             raise ValueError("region_samples must be >= 1")
+        if self.workers < 1:
+            raise ValueError("workers must be >= 1")
+        self._build_nets()
+        gen = torch.Generator().manual_seed(self.seed + 7919)
+        self.region_x = region_inputs(self.x_train, self.region_samples, self.region_batches, gen)
+        self._pool: Any = None
+
+    def _build_nets(self) -> None:
         with torch.random.fork_rng():
             torch.manual_seed(self.seed)
             self.ntk_net, self.region_net = self._space.build(self.num_classes, int(self.x_train.shape[1]))
-        gen = torch.Generator().manual_seed(self.seed + 7919)
-        self.region_x = region_inputs(self.x_train, self.region_samples, self.region_batches, gen)
 
     def settings(self) -> dict[str, Any]:
         """What the scores depend on besides the architecture, stored beside them so like is compared with like."""
@@ -439,23 +450,69 @@ class ProxyEvaluator:
 
     def evaluate(self, weights_list: Sequence[Any], seed: int, check=None) -> list[tuple[float, int]]:
         """(kappa, regions) per weight setting, for one repeat seeded by ``seed``; ``check()`` between items."""
+        return self.evaluate_repeats(weights_list, [seed], check)[0]
+
+    def evaluate_repeats(
+        self, weights_list: Sequence[Any], seeds: Sequence[int], check=None, done: Callable[[], None] | None = None
+    ) -> list[list[tuple[float, int]]]:
+        """Per seed (one repeat each), (kappa, regions) per weight setting; ``done()`` after each score.
+
+        With ``workers`` > 1 every (repeat, setting) pair is a task on the process pool, so the repeats
+        of a round keep all workers busy to its end; ``check()`` is polled while they run.
+        """
         args = [self._space.args(w) for w in weights_list]  # bad settings fail before any work
+        if self.workers > 1 and len(args) * len(seeds) > 1:
+            if self._pool is None:
+                from nas_core.proxy_pool import ProxyPool  # imports this module
+
+                self._pool = ProxyPool(self, self.workers)
+            return self._pool.run(args, [(s, self.batch(s)) for s in seeds], check, done)
+        out = []
+        for seed in seeds:
+            xb = self.reinit(seed)
+            row = []
+            for a in args:
+                if check is not None:
+                    check()
+                row.append(self.score(xb, a))
+                if done is not None:
+                    done()
+            out.append(row)
+        return out
+
+    def batch(self, seed: int) -> torch.Tensor:
+        """The NTK batch of the repeat seeded by ``seed``."""
         gen = torch.Generator().manual_seed(seed)
+        n = min(int(self.ntk_batch), len(self.x_train))  # type: ignore[arg-type]
+        return self.x_train[torch.randperm(len(self.x_train), generator=gen)[:n]].float()
+
+    def reinit(self, seed: int) -> torch.Tensor:
+        """Initialise both nets for the repeat seeded by ``seed``; returns its NTK batch."""
+        self.init_nets(seed)
+        return self.batch(seed)
+
+    def init_nets(self, seed: int) -> None:
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             init_proxy(self.ntk_net, self.init, "fan_out")
             init_proxy(self.region_net, self.init, "fan_in")
-        n = min(int(self.ntk_batch), len(self.x_train))  # type: ignore[arg-type]
-        xb = self.x_train[torch.randperm(len(self.x_train), generator=gen)[:n]].float()
+
+    def score(self, xb: torch.Tensor, args: tuple[torch.Tensor, ...]) -> tuple[float, int]:
+        """(kappa, regions) of one weight setting (its forward arguments) on the nets as initialised."""
         ntk = self._space.ntk if self.fast else self._space.ntk_reference
-        out = []
-        for a in args:
-            if check is not None:
-                check()
-            kappa = ntk(self.ntk_net, xb, *a)
-            regions = self._space.regions(self.region_net, self.region_x, *a)
-            out.append((kappa, regions))
-        return out
+        return ntk(self.ntk_net, xb, *args), self._space.regions(self.region_net, self.region_x, *args)
+
+    def close(self) -> None:
+        """Stop the worker processes, if any (a running task is abandoned)."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def __enter__(self) -> ProxyEvaluator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def genotype_proxies(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,13 +24,14 @@ from nas_core.proxies import (
     activation_patterns,
     count_distinct_rows,
     count_regions_reference,
+    genotype_weights,
     init_proxy,
     linear_regions,
     ntk_condition_number,
     ntk_condition_number_reference,
     region_inputs,
 )
-from nas_core.reporting import MemoryReporter
+from nas_core.reporting import Cancelled, MemoryReporter
 from nas_core.spaces import get_space
 from nas_core.spaces.nb201 import EDGES, OPS
 from nas_core.strategies import STRATEGIES
@@ -125,6 +127,56 @@ def test_kappa_is_finite_and_deterministic_for_a_fixed_seed() -> None:
         assert math.isfinite(kappa) and kappa > 1.0 and regions >= 1
     ev = ProxyEvaluator(data.x_train, data.num_classes, ntk_batch=12, region_samples=100, seed=3)
     assert ev.evaluate([w], seed=12) != runs[0][:1]  # another repeat: another init and batch
+
+
+def test_worker_processes_score_exactly_as_this_process() -> None:
+    data = load_dataset("synthetic", 0)
+    arch = genotype_weights(get_space("nb201").parse(ARCH))
+    settings = [_partly_pruned(), torch.softmax(torch.zeros(6, 5), -1), arch]
+    seeds = [5, 6]
+    kw = {"ntk_batch": 12, "region_samples": 100, "seed": 3}
+    here = ProxyEvaluator(data.x_train, data.num_classes, **kw).evaluate_repeats(settings, seeds)
+    calls = []
+    with ProxyEvaluator(data.x_train, data.num_classes, workers=2, **kw) as ev:
+        pooled = ev.evaluate_repeats(settings, seeds, done=lambda: calls.append(1))
+        workers = multiprocessing.active_children()
+        assert len(workers) == 2
+        assert ev.evaluate(settings[:1], seed=5) == [here[0][0]]
+    assert pooled == here and len(calls) == 6  # bit for bit, [repeat][setting]
+    assert not any(w.is_alive() for w in workers)  # closed with the evaluator
+    with pytest.raises(ValueError, match="workers"):
+        ProxyEvaluator(data.x_train, data.num_classes, workers=0)
+
+
+def test_tenas_on_worker_processes_prunes_as_in_process(tmp_path: Path) -> None:
+    rep1, res1 = _run_tenas(tmp_path / "one", repeats=2)
+    rep2, res2 = _run_tenas(tmp_path / "two", repeats=2, workers=2)
+    assert res2.genotype == res1.genotype
+    assert [p for p in rep2.series_points if p[2] in ("kappa", "regions")] == [
+        p for p in rep1.series_points if p[2] in ("kappa", "regions")
+    ]
+    assert [e for e in rep2.events if e[0] == "prune"] == [e for e in rep1.events if e[0] == "prune"]
+    assert any("2 worker processes" in m for _, _, m in rep2.logs)
+    fractions = [f for f, phase, _, _ in rep2.progresses if phase == "search"]
+    assert len(fractions) >= 2 * 58 and fractions == sorted(fractions)  # one step per scored candidate
+    assert not multiprocessing.active_children()
+
+
+def test_cancelled_tenas_stops_its_worker_processes(tmp_path: Path) -> None:
+    class StopOnceScoring(MemoryReporter):
+        """Asks to stop once the worker processes have scored something."""
+
+        def should_stop(self) -> bool:
+            self.seen = getattr(self, "seen", 0) or len(multiprocessing.active_children())
+            return bool(self.seen) and any(phase == "search" and f > 0 for f, phase, _, _ in self.progresses)
+
+    cfg = ExperimentConfig(
+        strategy="tenas", dataset="synthetic", final_epochs=0, threads=1, params={**TINY_PARAMS, "workers": 2}
+    )
+    rep = StopOnceScoring(workdir=tmp_path)
+    with pytest.raises(Cancelled):
+        run_experiment(cfg, rep)
+    assert rep.seen == 2 and not multiprocessing.active_children()
 
 
 def test_both_inits_run_and_differ() -> None:
@@ -285,6 +337,7 @@ def test_tenas_is_registered_with_its_parameters() -> None:
         "region_samples": 1000,
         "prune_per_round": 0,
         "init": "kaiming",
+        "workers": 1,
     }
 
 

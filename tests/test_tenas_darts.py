@@ -132,6 +132,8 @@ def test_evaluator_and_genotype_proxies_on_darts() -> None:
     w = {"normal": masked_softmax(_alphas(8)), "reduce": masked_softmax(_alphas(9))}
     a = ev.evaluate([w, (w["normal"], w["reduce"])], seed=3)
     assert a[0] == a[1] and math.isfinite(a[0][0]) and a[0][0] > 1 and a[0][1] >= 1
+    with ProxyEvaluator(data.x_train, data.num_classes, region_samples=20, seed=1, space="darts", workers=2) as pooled:
+        assert pooled.evaluate_repeats([w, (w["normal"], w["reduce"])], [3]) == [a]  # the same on worker processes
     with pytest.raises(ValueError, match="reduce"):
         ev.evaluate([{"normal": w["normal"]}], seed=3)
     with pytest.raises(ValueError, match="14x8"):

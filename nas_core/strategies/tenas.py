@@ -164,6 +164,15 @@ class TENASStrategy(Strategy):
             "reference effectively runs, because of its init-name quirk)",
             choices=INITS,
         ),
+        ParamSpec(
+            "workers",
+            1,
+            "int",
+            "Processes scoring candidates at once, one thread each (1 = in this process). The proxy nets are "
+            "tiny: on 2 cores, 2 workers scored 1.15-1.2x faster than 2 threads in one process",
+            1,
+            64,
+        ),
     )
 
     def validate(self, config: ExperimentConfig) -> None:
@@ -173,7 +182,7 @@ class TENASStrategy(Strategy):
             )
 
     def search(self, ctx: SearchContext) -> SearchOutcome:
-        cfg, p, data, rep, space = ctx.config, ctx.params, ctx.data, ctx.reporter, ctx.space
+        cfg, p, data, space = ctx.config, ctx.params, ctx.data, ctx.space
         if space.name not in DEFAULT_PRUNE_PER_ROUND:
             raise ConfigError("space", f"{self.label} runs on {', '.join(self.spaces)}, not {space.name!r}")
         repeats = int(p["repeats"])
@@ -186,7 +195,15 @@ class TENASStrategy(Strategy):
             init=str(p["init"]),
             seed=cfg.seed,
             space=space.name,
+            workers=int(p["workers"]),
         )
+        try:
+            return self._prune(ctx, ev, repeats, per_round)
+        finally:
+            ev.close()
+
+    def _prune(self, ctx: SearchContext, ev: ProxyEvaluator, repeats: int, per_round: int) -> SearchOutcome:
+        cfg, rep, space = ctx.config, ctx.reporter, ctx.space
         cells = tuple(space.cell_types)
         multi = len(cells) > 1
         groups = EDGE_GROUPS[space.name]
@@ -202,6 +219,7 @@ class TENASStrategy(Strategy):
             f"{self.label} on {space.label}: NTK batch {ev.settings()['ntk_batch']}, {repeats} repeat(s), "
             f"{ev.region_samples} x {ev.region_batches} region samples, init {ev.init}, "
             f"prune {per_round} op(s) per edge per round"
+            + (f", {ev.workers} worker processes" if ev.workers > 1 else "")
             + (f", then each node's inputs down to {EDGES_PER_NODE} edges" if groups else "")
         )
 
@@ -227,12 +245,14 @@ class TENASStrategy(Strategy):
         def evaluate(weights: list[Any], round_no: int) -> list[list[tuple[float, int]]]:
             """Per repeat, the proxies of each weight setting; seeds depend on (seed, round, repeat) only."""
             nonlocal done
-            out = []
-            for r in range(repeats):
-                out.append(ev.evaluate(weights, cfg.seed * 100_003 + round_no * 1009 + r, check=ctx.check_stop))
-                done += len(weights)
+
+            def one_done() -> None:
+                nonlocal done
+                done += 1
                 ctx.report_progress(done / total, round_no)
-            return out
+
+            seeds = [cfg.seed * 100_003 + round_no * 1009 + r for r in range(repeats)]
+            return ev.evaluate_repeats(weights, seeds, check=ctx.check_stop, done=one_done)
 
         def next_step() -> tuple[str, list[Candidate]]:
             """The next round's candidates: ops of edges with > 1 active op, else one edge group's edges."""
