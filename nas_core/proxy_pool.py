@@ -4,9 +4,11 @@ The proxy nets are tiny (3-12 channels), so one NTK is thousands of small kernel
 by one process running them one after the other. On the 2-core box, two such processes scored the
 first round's candidates (batch 72 of 3x32x32) 1.15-1.23x faster than one process on two threads
 (2.96-3.14 s against 3.62 s per candidate; ``bench/bench_tenas.py --threads 2 --pool-ab``): the
-threads of one process still share its interpreter lock between the small kernels. Each worker holds a replica of the evaluator: the same nets, built
-and initialised from the same seeds, and the same region inputs; the training data set stays in the
-parent, which sends each task its NTK batch. Scores equal those computed in the parent.
+threads of one process still share its interpreter lock between the small kernels.
+
+Each worker holds a replica of the evaluator: the same nets, built and initialised from the same seeds,
+and the same region inputs; the training data set stays in the parent, which sends each task its NTK
+batch. Scores equal those computed in the parent.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ import random
 from pathlib import Path
 
 import pytest
+import torch
 from streamlit.testing.v1 import AppTest
 
 from nas_core.config import ConfigError, ExperimentConfig
@@ -15,6 +16,7 @@ from nas_core.pipeline import run_experiment
 from nas_core.reporting import Cancelled, MemoryReporter
 from nas_core.spaces import get_space
 from nas_core.spaces.darts_genotype import STEPS
+from nas_core.spaces.mobilenet import block_options, get_preset
 from nas_core.strategies.multitrial import Trial, evolve, population_of
 from storage import repo
 
@@ -27,10 +29,12 @@ TINY = {"dataset": "synthetic", "epochs": 1, "final_epochs": 1, "channels": 2, "
 def _choices(space_name: str, g) -> list:  # noqa: ANN001
     if space_name == "nb201":
         return list(g.ops)
+    if space_name == "mobilenet":
+        return [b.name for b in g.blocks]
     return list(g.normal) + list(g.reduce)
 
 
-@pytest.mark.parametrize("space_name", ["nb201", "darts"])
+@pytest.mark.parametrize("space_name", ["nb201", "darts", "mobilenet"])
 def test_samples_are_valid_and_mutations_change_exactly_one_choice(space_name: str) -> None:
     sp, rng = get_space(space_name), random.Random(0)
     seen = set()
@@ -48,6 +52,24 @@ def test_samples_are_valid_and_mutations_change_exactly_one_choice(space_name: s
             for cell in (m.normal, m.reduce):  # every node keeps two distinct inputs
                 assert all(cell[2 * k][1] != cell[2 * k + 1][1] for k in range(STEPS))
     assert len(seen) > 190  # uniform draws over a large space rarely repeat
+
+
+@pytest.mark.parametrize(
+    ("shape", "preset"), [((1, 8, 8), "digits"), ((3, 32, 32), "cifar-search"), ((3, 224, 224), "imagenet-search")]
+)
+def test_mobilenet_samples_are_proxylessnas_networks_of_the_search_table(shape: tuple, preset: str) -> None:
+    sp, rng = get_space("mobilenet"), random.Random(0)
+    options = block_options(preset)
+    drawn = [sp.sample(rng, shape) for _ in range(300)]
+    assert {g.preset for g in drawn} == {preset} and all(len(g.blocks) == len(options) for g in drawn)
+    for i, opts in enumerate(options):  # each block takes every choice it may, and no other
+        assert {g.blocks[i].name for g in drawn} == set(opts)
+    assert any("zero" in o for o in options) and any("zero" not in o for o in options)
+    net = sp.build_network(drawn[0], 10, shape)  # builds at that input size
+    assert net(torch.zeros(2, *shape)).shape == (2, 10)
+    table = get_preset(preset).table_genotype()  # a hand-written genotype mutates too, into a valid network
+    m = sp.mutate(table, rng)
+    assert sp.parse(sp.format(m)) == m and sum(a != b for a, b in zip(table.blocks, m.blocks)) == 1
 
 
 def _trial(i: int, acc: float, genotype: str = "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|") -> Trial:
@@ -104,6 +126,21 @@ def test_search_trains_every_trial_and_keeps_the_best_by_validation(strategy: st
     series = {name for _, _, name, _ in rep.series_points}
     assert {"trial/val_acc", "best/val_acc"} <= series
     assert not multiprocessing.active_children()  # the pool is gone
+
+
+@pytest.mark.slow
+def test_evolution_on_the_mobilenet_space(tmp_path) -> None:
+    params = {"trials": 3, "population": 2, "sample_size": 2}
+    cfg = ExperimentConfig(strategy="evolution", space="mobilenet", **TINY, params=params)
+    rep = MemoryReporter(workdir=tmp_path)
+    res = run_experiment(cfg, rep)
+    sp = get_space("mobilenet")
+    trials = {step: d for kind, step, d in rep.events if kind == "trial"}
+    assert len(trials) == 3 and trials[2]["parent"] in (0, 1)
+    child, parent = sp.parse(trials[2]["genotype"]), sp.parse(trials[trials[2]["parent"]]["genotype"])
+    assert child.preset == "digits" and sum(a != b for a, b in zip(child.blocks, parent.blocks)) == 1
+    assert sp.parse(res.genotype).preset == "digits" and res.accuracy_kind == "test" and res.accuracy is not None
+    assert any("on the 'digits' table" in m for _, _, m in rep.logs)
 
 
 def test_cancel_stops_the_pool_and_its_workers(tmp_path) -> None:

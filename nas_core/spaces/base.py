@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any
 
 from torch import nn
@@ -94,8 +95,10 @@ class SearchSpace(ABC):
                     rows.append((cell, edge, op, float(w[e][o])))
         return rows
 
-    def sample(self, rng: random.Random) -> Any:
-        """A uniformly random architecture (multi-trial search); spaces without a sampler refuse."""
+    def sample(self, rng: random.Random, input_shape: Sequence[int] | None = None) -> Any:
+        """A uniformly random architecture (multi-trial search); spaces without a sampler refuse.
+
+        ``input_shape`` (C, H, W) is for spaces whose skeleton depends on the input size (mobilenet)."""
         raise GenotypeError(f"the {self.name} space has no random sampler")
 
     def mutate(self, genotype: Any, rng: random.Random) -> Any:

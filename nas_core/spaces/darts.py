@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -797,7 +798,7 @@ class DartsSpace(SearchSpace):
     def parse(self, text: str) -> DartsGenotype:
         return parse_genotype(text)
 
-    def sample(self, rng: random.Random) -> DartsGenotype:
+    def sample(self, rng: random.Random, input_shape: Sequence[int] | None = None) -> DartsGenotype:
         return random_genotype(rng)
 
     def mutate(self, genotype: Any, rng: random.Random) -> DartsGenotype:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -424,6 +425,38 @@ def check_fits(g: MobileNetGenotype) -> None:
                                 f"(stride 1, same channels); this one has {why}")  # fmt: skip
 
 
+def search_preset(input_shape: Sequence[int] | None) -> str:
+    """The search table for ``input_shape`` (ProxylessNAS's and multi-trial's); 'imagenet-search' without one."""
+    return _SEARCH_PRESET[preset_for_shape(input_shape)] if input_shape is not None else "imagenet-search"
+
+
+def block_options(preset: str, width: float | None = None) -> list[tuple[str, ...]]:
+    """Per searchable block, the ProxylessNAS choices it may take: the six MBConvs, 'zero' where it keeps its shape."""
+    cfg = get_preset(preset)
+    plans = layout(cfg, cfg.width if width is None else width, (3, cfg.input_size, cfg.input_size)).searchable
+    mb = tuple(op for op in OPS if op != "zero")
+    return [mb + ("zero",) if plan.keeps_shape else mb for plan in plans]
+
+
+def random_genotype(rng: random.Random, preset: str) -> MobileNetGenotype:
+    """Every searchable block's choice drawn uniformly from its :func:`block_options` (ProxylessNAS's space)."""
+    blocks = tuple(parse_block(rng.choice(opts)) for opts in block_options(preset))
+    return MobileNetGenotype(blocks, preset, get_preset(preset).width)
+
+
+def mutate_genotype(g: MobileNetGenotype, rng: random.Random) -> MobileNetGenotype:
+    """One searchable block, drawn uniformly, takes a different one of its choices (as REA mutates one op).
+
+    A genotype without blocks (the preset's table) is mutated from the table's own blocks."""
+    g = resolve(g)
+    opts = block_options(g.preset, g.width)  # type: ignore[arg-type]
+    blocks = list(g.blocks)  # type: ignore[arg-type]
+    i = rng.randrange(len(blocks))
+    current = blocks[i].name if not isinstance(blocks[i], Mixed) else None
+    blocks[i] = parse_block(rng.choice([o for o in opts[i] if o != current]))
+    return replace(g, blocks=tuple(blocks))
+
+
 def genotype_to_json(g: MobileNetGenotype) -> dict[str, Any]:
     doc: dict[str, Any] = {"space": "mobilenet", "format": 1, "width": float(g.width)}
     if g.preset is not None:
@@ -706,6 +739,13 @@ class MobileNetSpace(SearchSpace):
                     raise ValueError(f"{cell}/{name}: {len(row)} weights for {len(self.ops)} ops {self.ops}")
                 rows.extend((cell, name, op, float(v)) for op, v in zip(self.ops, row))
         return rows
+
+    def sample(self, rng: random.Random, input_shape: Sequence[int] | None = None) -> MobileNetGenotype:
+        """A uniformly random network of ProxylessNAS's space on the search table for ``input_shape``."""
+        return random_genotype(rng, search_preset(input_shape))
+
+    def mutate(self, genotype: Any, rng: random.Random) -> MobileNetGenotype:
+        return mutate_genotype(self.coerce(genotype), rng)
 
     def block_names_for(self, count: int) -> tuple[str, ...]:
         """Searchable block names of the first preset (in :data:`PRESETS` order) with ``count`` of them."""

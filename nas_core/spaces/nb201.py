@@ -9,6 +9,7 @@ by ResNet blocks, BN-ReLU, pooling, classifier) reproduces the benchmark's param
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -540,7 +541,7 @@ class NB201Space(SearchSpace):
     def from_json(self, doc: dict[str, Any]) -> NB201Genotype:
         return genotype_from_json(doc)
 
-    def sample(self, rng: random.Random) -> NB201Genotype:
+    def sample(self, rng: random.Random, input_shape: Sequence[int] | None = None) -> NB201Genotype:
         return random_genotype(rng)
 
     def mutate(self, genotype: Any, rng: random.Random) -> NB201Genotype:

@@ -14,7 +14,13 @@ next child is bred at once), so no worker waits for a generation to finish.
 Regularized (aging) evolution: the first ``population`` trials are random; after that each child mutates
 the best of ``sample_size`` members drawn at random from the population, and the oldest member dies when
 a child joins. The NB201 paper's REA settings are population 10 and sample size 3 (``R-EA.sh``).
-Mutation changes one choice: one edge's op on NB201; one (op, input) pair of one DARTS cell.
+Mutation changes one choice: one edge's op on NB201; one (op, input) pair of one DARTS cell; one block's
+choice on the MobileNetV2-style space.
+
+On ``mobilenet`` the candidates are ProxylessNAS's space: every searchable block of the search table for
+the input size (``digits``, ``cifar-search``, ``imagenet-search``) one of the six MBConvs
+(kernel 3/5/7, expansion 3/6), or ``zero`` where the block keeps its shape; trials are built at the table's
+own width and depth (``channels``/``cells_per_stage`` are cell-space settings).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from nas_core.data import Dataset
 from nas_core.metrics import count_params
 from nas_core.reporting import Cancelled
 from nas_core.spaces import get_space
+from nas_core.spaces.mobilenet import search_preset
 from nas_core.strategies.base import SearchContext, SearchOutcome, Strategy
 from nas_core.train import train_network
 
@@ -188,7 +195,7 @@ def make_executor(
 class MultiTrialStrategy(Strategy):
     """Shared loop: propose candidates, keep ``workers`` trials running, report each one as it lands."""
 
-    spaces = ("nb201", "darts")
+    spaces = ("nb201", "darts", "mobilenet")
     common_params: tuple[ParamSpec, ...] = (
         ParamSpec("trials", 20, "int", "Candidates trained and scored in all", 1, 100_000),
         ParamSpec("workers", 1, "int", "Trials at once (1 = in this process; more = a pool, or Ray tasks)", 1, 64),
@@ -218,9 +225,9 @@ class MultiTrialStrategy(Strategy):
                 )
 
     def propose(
-        self, rng: random.Random, submitted: int, done: list[Trial], space: Any, p: dict[str, Any]
+        self, rng: random.Random, submitted: int, done: list[Trial], space: Any, p: dict[str, Any], shape: Any
     ) -> tuple[Any, int | None]:
-        """The next candidate and its parent's trial index (None for a random draw)."""
+        """The next candidate and its parent's trial index (None for a random draw); ``shape`` is the input's."""
         raise NotImplementedError
 
     def search(self, ctx: SearchContext) -> SearchOutcome:
@@ -236,14 +243,18 @@ class MultiTrialStrategy(Strategy):
         best: Trial | None = None
         submitted = 0
         with make_executor(p["executor"], settings, ctx.data, workers, rep.should_stop) as ex:
+            size = (
+                f"on the {search_preset(ctx.data.input_shape)!r} table"
+                if space.name == "mobilenet"
+                else f"at C={cfg.channels}, N={cfg.cells_per_stage}"
+            )
             rep.log(
-                f"{self.label}: {total} trials of {cfg.epochs} epoch(s) each at C={cfg.channels}, "
-                f"N={cfg.cells_per_stage}, scored by validation accuracy; {workers} at once on {ex.where}"
-                f"{self.settings_text(p)}"
+                f"{self.label}: {total} trials of {cfg.epochs} epoch(s) each {size}, scored by validation "
+                f"accuracy; {workers} at once on {ex.where}{self.settings_text(p)}"
             )
             while len(done) < total:
                 while submitted < total and ex.busy() < ex.capacity:
-                    g, parent = self.propose(rng, submitted, done, space, p)
+                    g, parent = self.propose(rng, submitted, done, space, p, ctx.data.input_shape)
                     parents[submitted] = parent
                     ex.submit(space.format(g), submitted)
                     submitted += 1
@@ -277,9 +288,9 @@ class RandomSearch(MultiTrialStrategy):
     params = MultiTrialStrategy.common_params
 
     def propose(
-        self, rng: random.Random, submitted: int, done: list[Trial], space: Any, p: dict[str, Any]
+        self, rng: random.Random, submitted: int, done: list[Trial], space: Any, p: dict[str, Any], shape: Any
     ) -> tuple[Any, int | None]:
-        return space.sample(rng), None
+        return space.sample(rng, shape), None
 
 
 class RegularizedEvolution(MultiTrialStrategy):
@@ -309,9 +320,9 @@ class RegularizedEvolution(MultiTrialStrategy):
         return f"; population {p['population']}, sample size {p['sample_size']}"
 
     def propose(
-        self, rng: random.Random, submitted: int, done: list[Trial], space: Any, p: dict[str, Any]
+        self, rng: random.Random, submitted: int, done: list[Trial], space: Any, p: dict[str, Any], shape: Any
     ) -> tuple[Any, int | None]:
-        return evolve(rng, submitted, done, space, p["population"], p["sample_size"])
+        return evolve(rng, submitted, done, space, p["population"], p["sample_size"], shape)
 
 
 def population_of(done: list[Trial], size: int) -> list[Trial]:
@@ -320,13 +331,19 @@ def population_of(done: list[Trial], size: int) -> list[Trial]:
 
 
 def evolve(
-    rng: random.Random, submitted: int, done: list[Trial], space: Any, population: int, sample_size: int
+    rng: random.Random,
+    submitted: int,
+    done: list[Trial],
+    space: Any,
+    population: int,
+    sample_size: int,
+    input_shape: Any = None,
 ) -> tuple[Any, int | None]:
     """The first ``population`` candidates are random; then the winner of a tournament of ``sample_size``
     living members (ties: the younger) is mutated. With several workers a tournament may start before the
     whole first population has finished: it then draws from those that have (at least one always has)."""
     if submitted < population or not done:
-        return space.sample(rng), None
+        return space.sample(rng, input_shape), None
     alive = population_of(done, population)
     contenders = rng.sample(range(len(alive)), min(sample_size, len(alive)))  # positions: later = younger
     parent = alive[max(contenders, key=lambda i: (alive[i].val_acc, i))]
