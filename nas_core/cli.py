@@ -448,7 +448,7 @@ def cmd_proxies(args: argparse.Namespace) -> int:
     from nas_core.data import check_dataset, load_dataset
     from nas_core.proxies import INITS, PROXY_SPACES, genotype_proxies
 
-    checks = [("repeats", 1), ("batch", 2), ("region_samples", 1), ("seed", 0)]
+    checks = [("repeats", 1), ("batch", 2), ("region_samples", 1), ("seed", 0), ("workers", 1)]
     for name, low in checks:
         if getattr(args, name) is not None and getattr(args, name) < low:
             raise UsageError(f"--{name.replace('_', '-')}: must be >= {low}")
@@ -464,7 +464,8 @@ def cmd_proxies(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     data = load_dataset(args.dataset, args.seed)
     scores = genotype_proxies(g, data.x_train, data.num_classes, repeats=args.repeats, ntk_batch=args.batch,
-                              region_samples=args.region_samples, init=args.init, seed=args.seed)  # fmt: skip
+                              region_samples=args.region_samples, init=args.init, seed=args.seed,
+                              workers=args.workers)  # fmt: skip
     settings = scores.pop("settings")
     out = {"space": sp.name, "genotype": sp.format(g), "dataset": args.dataset, **scores, "repeats": args.repeats,
            "batch": settings["ntk_batch"], "region_samples": args.region_samples, "init": args.init,
@@ -670,6 +671,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument(
+        "--workers", type=int, default=1, help="processes scoring the repeats at once, one thread each (default 1)"
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_proxies)
     return parser

@@ -526,14 +526,15 @@ def genotype_proxies(
     init: str = "kaiming",
     seed: int = 0,
     check=None,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Both proxies of one stand-alone architecture (NB201 or DARTS), averaged over ``repeats`` inits and batches.
 
     The architecture is its space's proxy supernet with every other op (and, on DARTS, every other edge)
     pruned. The seeds per repeat are those TE-NAS's first round uses, so an architecture scores the same
     here as when a search reaches it with the same settings. ``ntk_batch=None``: the reference's batch for
-    the space (72 on NB201, 14 on DARTS). Returns ``ntk_cond``, ``linear_regions``, the per-repeat values
-    and the settings.
+    the space (72 on NB201, 14 on DARTS). ``workers`` > 1 scores the repeats on that many processes.
+    Returns ``ntk_cond``, ``linear_regions``, the per-repeat values and the settings.
     """
     if repeats < 1:
         raise ValueError("repeats must be >= 1")
@@ -545,10 +546,12 @@ def genotype_proxies(
         space, w = "darts", darts_genotype_weights(genotype)
     else:
         raise ValueError(f"proxies need an NB201 or DARTS genotype, got {type(genotype).__name__}")
-    ev = ProxyEvaluator(
-        x_train, num_classes, ntk_batch=ntk_batch, region_samples=region_samples, init=init, seed=seed, space=space
-    )
-    per_repeat = [ev.evaluate([w], seed * 100_003 + r, check=check)[0] for r in range(repeats)]
+    seeds = [seed * 100_003 + r for r in range(repeats)]
+    with ProxyEvaluator(
+        x_train, num_classes, ntk_batch=ntk_batch, region_samples=region_samples, init=init, seed=seed, space=space,
+        workers=min(workers, repeats),
+    ) as ev:  # fmt: skip
+        per_repeat = [row[0] for row in ev.evaluate_repeats([w], seeds, check=check)]
     kappas, regions = [float(k) for k, _ in per_repeat], [float(r) for _, r in per_repeat]
     return {
         "ntk_cond": sum(kappas) / repeats,

@@ -190,3 +190,17 @@ def test_launch_page_offers_evolution_refuses_a_bad_population_and_queues_a_good
     assert exp["config"]["params"] == {"trials": 12, "workers": 2, "executor": "process", "population": 6,
                                        "sample_size": 3}  # fmt: skip
     repo.request_cancel(exp["id"])
+
+
+def test_launch_page_queues_random_search_on_the_mobilenet_space(db: str) -> None:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    at.selectbox(key="strategy").set_value("random").run()
+    assert "MobileNetV2-style blocks" in at.selectbox(key="space").options  # labels
+    at.selectbox(key="space").set_value("mobilenet").run()
+    at.selectbox(key="dataset").set_value("digits")
+    at.number_input(key="p_random_trials").set_value(4)
+    next(b for b in at.button if b.label == "Launch").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    exp = repo.get_experiment(at.session_state["launched"])
+    assert exp["status"] == "queued" and (exp["strategy"], exp["space"]) == ("random", "mobilenet")
+    repo.request_cancel(exp["id"])

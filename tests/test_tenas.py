@@ -352,10 +352,14 @@ def test_cli_proxies(capsys: pytest.CaptureFixture[str]) -> None:
     assert out["genotype"] == ARCH and math.isfinite(out["ntk_cond"]) and out["linear_regions"] >= 1
     assert len(out["ntk_cond_repeats"]) == 2
     assert out["ntk_cond"] == pytest.approx(sum(out["ntk_cond_repeats"]) / 2)
+    assert cli_main([*args, "--region-samples", "100", "--json", "--workers", "2"]) == 0
+    pooled = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert pooled["ntk_cond_repeats"] == out["ntk_cond_repeats"] and not multiprocessing.active_children()
     for bad, what in [
         (["--genotype", "nonsense"], "--genotype"),
         (["--genotype", ARCH, "--repeats", "0"], "--repeats"),
         (["--genotype", ARCH, "--init", "xavier"], "--init"),
+        (["--genotype", ARCH, "--workers", "0"], "--workers"),
         (["--genotype", ARCH, "--dataset", "nope"], "dataset"),
     ]:
         assert cli_main(["proxies", *bad]) == 2
