@@ -34,7 +34,7 @@ from nas_core.strategies import STRATEGIES, SearchContext  # noqa: E402
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--strategy", default="random", choices=["random", "evolution"])
-    ap.add_argument("--space", default="nb201", choices=["nb201", "darts"])
+    ap.add_argument("--space", default="nb201", choices=["nb201", "darts", "mobilenet"])
     ap.add_argument("--dataset", default="digits")
     ap.add_argument("--trials", type=int, default=8)
     ap.add_argument("--epochs", type=int, default=2)
