@@ -369,7 +369,8 @@ def test_cli_proxies(capsys: pytest.CaptureFixture[str]) -> None:
 
 @pytest.mark.slow
 def test_tenas_through_the_worker(db: str, procs: Callable) -> None:  # noqa: F811
-    cfg = TINY | {"strategy": "tenas", "final_epochs": 0, "params": TINY_PARAMS}
+    # on 2 worker processes: the job's search process (itself spawned by the worker) starts the pool
+    cfg = TINY | {"strategy": "tenas", "final_epochs": 0, "params": TINY_PARAMS | {"workers": 2}}
     exp_id = repo.create_experiment(cfg, name="tenas-e2e")
     worker = procs("worker", "--once", "--poll", "0.2")
     out, _ = worker.communicate(timeout=120)
@@ -391,3 +392,4 @@ def test_tenas_through_the_worker(db: str, procs: Callable) -> None:  # noqa: F8
     assert len(arch) == 1 and arch["genotype"].iloc[0] == exp["genotype"]
     assert math.isfinite(arch["ntk_cond"].iloc[0]) and arch["linear_regions"].iloc[0] >= 1
     assert exp["search_seconds"] > 0 and exp["device"]
+    assert logs["message"].str.contains("2 worker processes").any()
