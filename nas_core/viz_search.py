@@ -106,6 +106,31 @@ def event_table(events_df: pd.DataFrame, kind: str) -> pd.DataFrame:
     return flat.reset_index(drop=True)
 
 
+def trial_points(trials: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """Multi-trial candidates as architecture rows for :func:`nas_core.viz.pareto_2d`, and its cost axis.
+
+    ``trials`` is :func:`event_table` of the ``trial`` events (``step`` = trial index). Validation accuracy
+    goes on the accuracy axis; the cost axis is MACs, or params for trials recorded before MACs were.
+    Each point is labelled by how it was proposed (a random draw or a mutant), which colours the chart.
+    """
+    df = pd.DataFrame(
+        {
+            "id": trials["step"].astype(int),
+            "accuracy": pd.to_numeric(trials["val_acc"], errors="coerce"),
+            "params": pd.to_numeric(trials.get("params"), errors="coerce"),
+            "macs": pd.to_numeric(trials.get("macs", pd.Series(np.nan, index=trials.index)), errors="coerce"),
+            "genotype": trials.get("genotype"),
+            "accuracy_kind": "val",
+        }
+    )
+    parent = pd.to_numeric(trials.get("parent", pd.Series(np.nan, index=trials.index)), errors="coerce")
+    df["origin"] = np.where(parent.isna(), "random draw", "mutant")
+    df["experiment_name"] = ["trial" if pd.isna(p) else f"trial, mutant of {int(p)}" for p in parent]
+    df["strategy"] = df["origin"]
+    x = "macs" if df["macs"].notna().any() else "params"
+    return df, x
+
+
 def _edge_nodes(edge: str) -> tuple[str, str] | None:
     m = re.fullmatch(r"\s*(\w+)\s*<-\s*(\w+)\s*", str(edge))
     return (m.group(1), m.group(2)) if m else None

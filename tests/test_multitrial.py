@@ -3,10 +3,12 @@ on a pool of worker processes), cancel, config checks, the Monitor's trial table
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import random
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
@@ -169,6 +171,33 @@ def test_monitor_lists_the_trials(db: str) -> None:
     (table,) = [d.value for d in at.dataframe if "val_acc" in d.value.columns]
     assert len(table) == 4 and list(table["val_acc"]) == sorted(table["val_acc"], reverse=True)
     assert table["parent"].notna().sum() == 2  # the two mutants
+    assert (table["macs"] > 0).all() and (table["params"] > 0).all()
+    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    (pareto,) = [c for c in charts if "Pareto front" in json.dumps(c)]  # accuracy vs MACs of the trials
+    assert "MACs" in pareto["layout"]["xaxis"]["title"]["text"]
+    drawn = sum(len(t["x"]) for t in pareto["data"] if t.get("mode") == "markers")
+    assert drawn == 4
+
+
+def test_trial_points_mark_the_accuracy_macs_front() -> None:
+    from nas_core import viz, viz_search
+
+    trials = pd.DataFrame(
+        {
+            "step": [0, 1, 2, 3],
+            "val_acc": [0.5, 0.9, 0.8, 0.95],
+            "params": [10, 30, 20, 50],
+            "macs": [100, 300, 400, 500],
+            "parent": [None, None, 1, 1],
+            "genotype": list("abcd"),
+        }
+    )
+    points, x = viz_search.trial_points(trials)
+    assert x == "macs" and list(points["origin"]) == ["random draw", "random draw", "mutant", "mutant"]
+    info = viz.pareto_info(points, x=x, color_by="origin")
+    assert sorted(info.points.loc[info.points["on_front"], "id"]) == [0, 1, 3]  # trial 2 is dominated by 1
+    points, x = viz_search.trial_points(trials.drop(columns=["macs"]))  # recorded before MACs were
+    assert x == "params"
 
 
 def test_launch_page_offers_evolution_refuses_a_bad_population_and_queues_a_good_one(db: str) -> None:

@@ -175,8 +175,8 @@ def test_a_ray_trial_scores_as_it_does_in_process(ray_search: RaySearch) -> None
                              cfg.seed, cfg.channels_last)  # fmt: skip
     data = load_dataset(cfg.dataset, cfg.seed, cfg.val_fraction, cfg.test_fraction,
                         image_size=cfg.image_size, max_train_per_class=cfg.max_train_per_class)  # fmt: skip
-    acc, params, _ = run_trial(settings, data, best["genotype"], best["index"])
-    assert (acc, params) == (best["val_acc"], best["params"])
+    acc, params, _, macs = run_trial(settings, data, best["genotype"], best["index"])
+    assert (acc, params, macs) == (best["val_acc"], best["params"], best["macs"])
 
 
 @dataclass

@@ -151,7 +151,12 @@ def _trials(exp_id: int) -> None:
     if table.empty:
         st.caption("No trial finished yet.")
         return
-    table = table.rename(columns={"step": "trial"})[["trial", "val_acc", "parent", "params", "seconds", "genotype"]]
+    points, x = viz_search.trial_points(table)
+    st.plotly_chart(viz.pareto_2d(points, x=x, color_by="origin"), key="trial_pareto")
+    if "macs" not in table.columns:  # trials recorded before MACs were
+        table["macs"] = float("nan")
+    columns = ["trial", "val_acc", "parent", "params", "macs", "seconds", "genotype"]
+    table = table.rename(columns={"step": "trial"})[columns]
     best = table.loc[table["val_acc"].idxmax()]
     st.caption(f"{len(table)} trial(s) finished; best validation accuracy {best['val_acc']:.4f} (trial "
                f"{int(best['trial'])}). Sorted best first; parent = the trial it mutates (evolution).")  # fmt: skip
@@ -160,7 +165,11 @@ def _trials(exp_id: int) -> None:
         table.sort_values("val_acc", ascending=False),
         hide_index=True,
         key="trial_table",
-        column_config={"val_acc": number("val acc", format="%.4f"), "seconds": number("s", format="%.1f")},
+        column_config={
+            "val_acc": number("val acc", format="%.4f"),
+            "seconds": number("s", format="%.1f"),
+            "macs": number("MACs", format="%d"),
+        },
     )
 
 

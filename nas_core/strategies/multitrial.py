@@ -36,7 +36,7 @@ import torch
 
 from nas_core.config import ConfigError, ExperimentConfig, ParamSpec
 from nas_core.data import Dataset
-from nas_core.metrics import count_params
+from nas_core.metrics import count_macs, count_params
 from nas_core.reporting import Cancelled
 from nas_core.spaces import get_space
 from nas_core.spaces.mobilenet import search_preset
@@ -64,6 +64,9 @@ class TrialSettings:
     channels_last: bool
 
 
+TrialScore = tuple[float, int, float, int]  # validation accuracy, params, seconds, MACs
+
+
 @dataclass(frozen=True)
 class Trial:
     """One evaluated candidate."""
@@ -74,6 +77,7 @@ class Trial:
     params: int
     seconds: float
     parent: int | None = None
+    macs: int = 0
 
 
 class _Silent:
@@ -94,8 +98,8 @@ class _Silent:
 
 def run_trial(
     settings: TrialSettings, data: Dataset, genotype: str, index: int, stop: Callable[[], bool] = lambda: False
-) -> tuple[float, int, float]:
-    """Train one candidate from scratch and return (validation accuracy, params, seconds)."""
+) -> TrialScore:
+    """Train one candidate from scratch and return (validation accuracy, params, seconds, MACs per image)."""
     t0 = time.perf_counter()
     space = get_space(settings.space)
     torch.manual_seed(settings.seed * 1_000_003 + index)
@@ -110,7 +114,8 @@ def run_trial(
         seed=settings.seed + index,
         channels_last=settings.channels_last,
     )
-    return float(res["val_acc"]), count_params(net), time.perf_counter() - t0
+    macs = count_macs(net, data.input_shape)
+    return float(res["val_acc"]), count_params(net), time.perf_counter() - t0, macs
 
 
 _worker_state: dict[str, Any] = {}
@@ -121,7 +126,7 @@ def _pool_init(settings: TrialSettings, data: Dataset) -> None:
     _worker_state["settings"], _worker_state["data"] = settings, data
 
 
-def _pool_trial(genotype: str, index: int) -> tuple[float, int, float]:
+def _pool_trial(genotype: str, index: int) -> TrialScore:
     return run_trial(_worker_state["settings"], _worker_state["data"], genotype, index)
 
 
@@ -165,7 +170,7 @@ class TrialExecutor:
     def busy(self) -> int:
         return len(self._pending)
 
-    def next_done(self) -> tuple[int, str, tuple[float, int, float]]:
+    def next_done(self) -> tuple[int, str, TrialScore]:
         """Block until a submitted trial finishes (polling for cancel); in-process trials run here."""
         if self._pool is None:
             index = next(iter(self._pending))
@@ -258,8 +263,8 @@ class MultiTrialStrategy(Strategy):
                     parents[submitted] = parent
                     ex.submit(space.format(g), submitted)
                     submitted += 1
-                index, genotype, (acc, params, secs) = ex.next_done()
-                trial = Trial(index, genotype, acc, params, secs, parents[index])
+                index, genotype, (acc, params, secs, macs) = ex.next_done()
+                trial = Trial(index, genotype, acc, params, secs, parents[index], macs)
                 done.append(trial)
                 if best is None or acc > best.val_acc:
                     best = trial
@@ -267,7 +272,7 @@ class MultiTrialStrategy(Strategy):
                 how = f"mutant of trial {trial.parent}" if trial.parent is not None else "random"
                 rep.log(f"trial {index} ({how}): val acc {acc:.4f}, {params:,} params, {secs:.1f} s: {genotype}")
                 rep.series(len(done), len(done), {"trial/val_acc": acc, "best/val_acc": best.val_acc})
-                rep.event("trial", index, {"genotype": genotype, "val_acc": acc, "params": params,
+                rep.event("trial", index, {"genotype": genotype, "val_acc": acc, "params": params, "macs": macs,
                                            "seconds": secs, "parent": trial.parent})  # fmt: skip
                 ctx.report_progress(len(done) / total, min(cfg.epochs, len(done)))
                 ctx.check_stop()

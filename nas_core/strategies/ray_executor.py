@@ -23,7 +23,7 @@ import torch
 
 from nas_core.data import Dataset
 from nas_core.reporting import Cancelled
-from nas_core.strategies.multitrial import TrialSettings, run_trial
+from nas_core.strategies.multitrial import TrialScore, TrialSettings, run_trial
 
 #: the Ray release the project is tested with (requirements-dev.txt)
 RAY_REQUIREMENT = "ray==2.60.0"
@@ -63,7 +63,7 @@ def _loopback_only() -> Iterator[None]:
         ray_constants.ENABLE_RAY_CLUSTER = before
 
 
-def _ray_trial(settings: TrialSettings, data_box: list[Any], genotype: str, index: int) -> tuple[float, int, float]:
+def _ray_trial(settings: TrialSettings, data_box: list[Any], genotype: str, index: int) -> TrialScore:
     """One trial in a Ray worker: one torch thread, as a pool worker; the data comes from the object store
     (the reference is boxed so that Ray hands it over unresolved and a reused worker deserializes it once)."""
     import ray
@@ -149,7 +149,7 @@ class RayTrialExecutor:
     def busy(self) -> int:
         return len(self._pending)
 
-    def next_done(self) -> tuple[int, str, tuple[float, int, float]]:
+    def next_done(self) -> tuple[int, str, TrialScore]:
         """Block until a submitted trial finishes, polling for cancel; cancel kills the tasks in flight."""
         by_ref = {ref: index for index, (_, ref) in self._pending.items()}
         while True:
@@ -157,8 +157,7 @@ class RayTrialExecutor:
             if ready:
                 index = by_ref[ready[0]]
                 genotype, _ = self._pending.pop(index)
-                acc, params, secs = self._ray.get(ready[0])
-                return index, genotype, (acc, params, secs)
+                return index, genotype, tuple(self._ray.get(ready[0]))  # type: ignore[return-value]
             if self.stop():
                 self._cancel_pending()
                 raise Cancelled("cancel requested")
