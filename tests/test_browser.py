@@ -162,3 +162,33 @@ def test_launch_watch_compare_in_chromium(dashboard: str) -> None:
             assert page.locator("[data-testid=stException]").count() == 0
         finally:
             browser.close()
+
+
+def test_monitor_draws_the_trials_pareto_front_in_chromium(dashboard: str) -> None:
+    """A finished evolution run: the Monitor's accuracy-MACs chart of its trials renders, with the trial table."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    from nas_core.jobs import run_job
+    from storage import repo
+
+    cfg = {"strategy": "evolution", "space": "nb201", "dataset": "synthetic", "epochs": 1, "final_epochs": 1,
+           "channels": 2, "final_channels": 2, "cells_per_stage": 1, "threads": 1,
+           "params": {"trials": 4, "population": 2, "sample_size": 2}}  # fmt: skip
+    exp_id = repo.create_experiment(cfg, name="browser evolution")
+    assert run_job(exp_id, heartbeat=False)["status"] == "succeeded"
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 2400})
+            expect = sync_api.expect
+            expect.set_options(timeout=60_000)
+            page.goto(f"{dashboard}/monitor?id={exp_id}")
+            expect(page.get_by_text("status succeeded")).to_be_visible()
+            chart = page.locator(".js-plotly-plot").filter(has_text="Pareto front")
+            expect(chart).to_have_count(1)
+            expect(chart).to_be_visible()
+            expect(chart.get_by_text("MACs (M)", exact=True)).to_be_visible()  # the cost axis
+            expect(chart.locator(".scatterlayer .trace .points path")).to_have_count(4)
+            expect(page.get_by_role("heading", name="Trials")).to_be_visible()
+            assert page.locator("[data-testid=stException]").count() == 0
+        finally:
+            browser.close()
