@@ -19,7 +19,7 @@ from nas_core.reporting import Cancelled, MemoryReporter
 from nas_core.spaces import get_space
 from nas_core.spaces.darts_genotype import STEPS
 from nas_core.spaces.mobilenet import block_options, get_preset
-from nas_core.strategies.multitrial import Trial, evolve, population_of
+from nas_core.strategies.multitrial import Trial, evolve, mnas_reward, population_of
 from storage import repo
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -94,12 +94,23 @@ def test_evolution_fills_the_population_at_random_then_mutates_tournament_winner
     assert {evolve(rng, 8, done, sp, 4, 1)[1] for _ in range(50)} == {4, 5, 6, 7}  # size 1: random member
 
 
+def test_mnas_reward_is_the_papers_soft_and_hard_constraint() -> None:
+    assert mnas_reward(0.8, 100, 100, -0.07, -0.07) == 0.8  # on target: the accuracy
+    assert mnas_reward(0.8, 200, 100, -0.07, -0.07) == pytest.approx(0.8 * 2**-0.07)  # 2x cost: -4.7%
+    assert mnas_reward(0.8, 50, 100, -0.07, -0.07) == pytest.approx(0.8 * 0.5**-0.07)  # cheaper: rewarded
+    assert mnas_reward(0.8, 50, 100, 0.0, -1.0) == 0.8 and mnas_reward(0.8, 200, 100, 0.0, -1.0) == 0.4  # hard
+    sp, rng = get_space("nb201"), random.Random(0)
+    done = [Trial(0, "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|", 0.9, 0, 0.0, score=0.1), _trial(1, 0.2)]
+    assert {evolve(rng, 2, done, sp, 2, 2)[1] for _ in range(10)} == {1}  # the tournament ranks by the score
+
+
 @pytest.mark.parametrize(
     ("params", "field"),
     [
         ({"trials": 5, "population": 6}, "params.population"),
         ({"trials": 10, "population": 3, "sample_size": 4}, "params.sample_size"),
         ({"trials": 2, "workers": 3}, "params.workers"),
+        ({"trials": 4, "population": 2, "objective": "mnas"}, "params.target_mmacs"),
     ],
 )
 def test_settings_that_cannot_run_are_refused_by_name(params: dict, field: str) -> None:
@@ -130,6 +141,20 @@ def test_search_trains_every_trial_and_keeps_the_best_by_validation(strategy: st
     assert not multiprocessing.active_children()  # the pool is gone
 
 
+def test_random_search_ranks_by_mnas_reward(tmp_path) -> None:
+    params = {"trials": 4, "objective": "mnas", "target_mmacs": 0.05, "mnas_alpha": 0.0, "mnas_beta": -1.0}
+    cfg = ExperimentConfig(strategy="random", space="mobilenet", **TINY, params=params)
+    rep = MemoryReporter(workdir=tmp_path)
+    res = run_experiment(cfg, rep)
+    trials = {step: d for kind, step, d in rep.events if kind == "trial"}
+    for d in trials.values():
+        assert d["reward"] == pytest.approx(mnas_reward(d["val_acc"], d["macs"], 0.05e6, 0.0, -1.0))
+    best = max(trials.values(), key=lambda d: d["reward"])
+    assert res.genotype == best["genotype"] and res.supernet_accuracy == best["val_acc"]
+    assert any("ranked by MnasNet's reward" in m for _, _, m in rep.logs)
+    assert {"trial/reward", "best/reward"} <= {name for _, _, name, _ in rep.series_points}
+
+
 @pytest.mark.slow
 def test_evolution_on_the_mobilenet_space(tmp_path) -> None:
     params = {"trials": 3, "population": 2, "sample_size": 2}
@@ -154,11 +179,12 @@ def test_cancel_stops_the_pool_and_its_workers(tmp_path) -> None:
 
 
 @pytest.mark.slow
-def test_monitor_lists_the_trials(db: str) -> None:
+@pytest.mark.parametrize("objective", ["accuracy", "mnas"])
+def test_monitor_lists_the_trials(db: str, objective: str) -> None:
     from nas_core.jobs import run_job
 
-    cfg = {"strategy": "evolution", "space": "nb201", **TINY,
-           "params": {"trials": 4, "population": 2, "sample_size": 2}}  # fmt: skip
+    params = {"trials": 4, "population": 2, "sample_size": 2, "objective": objective, "target_mmacs": 0.01}
+    cfg = {"strategy": "evolution", "space": "nb201", **TINY, "params": params}
     exp_id = repo.create_experiment(cfg, name="evolution-pages")
     assert run_job(exp_id, heartbeat=False)["status"] == "succeeded", repo.get_experiment(exp_id)["traceback"]
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
@@ -169,7 +195,9 @@ def test_monitor_lists_the_trials(db: str) -> None:
     subheaders = [s.value for s in at.subheader]
     assert "Trials" in subheaders and "Alpha evolution" not in subheaders and "Search signals" in subheaders
     (table,) = [d.value for d in at.dataframe if "val_acc" in d.value.columns]
-    assert len(table) == 4 and list(table["val_acc"]) == sorted(table["val_acc"], reverse=True)
+    key = "reward" if objective == "mnas" else "val_acc"
+    assert len(table) == 4 and list(table[key]) == sorted(table[key], reverse=True)
+    assert ("reward" in table.columns) == (objective == "mnas")
     assert table["parent"].notna().sum() == 2  # the two mutants
     assert (table["macs"] > 0).all() and (table["params"] > 0).all()
     charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
@@ -217,7 +245,8 @@ def test_launch_page_offers_evolution_refuses_a_bad_population_and_queues_a_good
     exp = repo.get_experiment(at.session_state["launched"])
     assert exp["status"] == "queued" and exp["strategy"] == "evolution"
     assert exp["config"]["params"] == {"trials": 12, "workers": 2, "executor": "process", "population": 6,
-                                       "sample_size": 3}  # fmt: skip
+                                       "sample_size": 3, "objective": "accuracy", "target_mmacs": 0.0,
+                                       "mnas_alpha": -0.07, "mnas_beta": -0.07}  # fmt: skip
     repo.request_cancel(exp["id"])
 
 

@@ -155,18 +155,23 @@ def _trials(exp_id: int) -> None:
     st.plotly_chart(viz.pareto_2d(points, x=x, color_by="origin"), key="trial_pareto")
     if "macs" not in table.columns:  # trials recorded before MACs were
         table["macs"] = float("nan")
-    columns = ["trial", "val_acc", "parent", "params", "macs", "seconds", "genotype"]
+    key = "reward" if "reward" in table.columns else "val_acc"  # objective=mnas ranks by MnasNet's reward
+    columns = ["trial", "val_acc", *(["reward"] if key == "reward" else []), "parent", "params", "macs", "seconds",
+               "genotype"]  # fmt: skip
     table = table.rename(columns={"step": "trial"})[columns]
-    best = table.loc[table["val_acc"].idxmax()]
-    st.caption(f"{len(table)} trial(s) finished; best validation accuracy {best['val_acc']:.4f} (trial "
-               f"{int(best['trial'])}). Sorted best first; parent = the trial it mutates (evolution).")  # fmt: skip
+    best = table.loc[table[key].idxmax()]
+    ranked = f"reward {best['reward']:.4f}, " if key == "reward" else ""
+    st.caption(f"{len(table)} trial(s) finished; best: trial {int(best['trial'])} ({ranked}validation accuracy "
+               f"{best['val_acc']:.4f}). Sorted best first by {key.replace('_', ' ')}; parent = the trial it "
+               "mutates (evolution).")  # fmt: skip
     number = st.column_config.NumberColumn
     st.dataframe(
-        table.sort_values("val_acc", ascending=False),
+        table.sort_values(key, ascending=False),
         hide_index=True,
         key="trial_table",
         column_config={
             "val_acc": number("val acc", format="%.4f"),
+            "reward": number("reward", format="%.4f"),
             "seconds": number("s", format="%.1f"),
             "macs": number("MACs", format="%d"),
         },

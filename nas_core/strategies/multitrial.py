@@ -17,6 +17,10 @@ a child joins. The NB201 paper's REA settings are population 10 and sample size 
 Mutation changes one choice: one edge's op on NB201; one (op, input) pair of one DARTS cell; one block's
 choice on the MobileNetV2-style space.
 
+Trials are ranked by validation accuracy, or (``objective=mnas``) by MnasNet's reward (Tan et al., CVPR
+2019) acc x (MACs / ``target_mmacs``)^w, w = ``mnas_alpha`` at or under the target and ``mnas_beta`` over it
+(the paper's soft constraint: both -0.07), which makes the tournament and the final pick cost-aware.
+
 On ``mobilenet`` the candidates are ProxylessNAS's space: every searchable block of the search table for
 the input size (``digits``, ``cifar-search``, ``imagenet-search``) one of the six MBConvs
 (kernel 3/5/7, expansion 3/6), or ``zero`` where the block keeps its shape; trials are built at the table's
@@ -78,6 +82,26 @@ class Trial:
     seconds: float
     parent: int | None = None
     macs: int = 0
+    score: float | None = None  # what trials are ranked by when it is not the accuracy (objective=mnas)
+
+    @property
+    def fitness(self) -> float:
+        """The trial's rank key: its score under the search's objective, else its validation accuracy."""
+        return self.val_acc if self.score is None else self.score
+
+
+def mnas_reward(acc: float, macs: float, target: float, alpha: float, beta: float) -> float:
+    """MnasNet's multi-objective reward ACC x (cost / T)^w, w = ``alpha`` at or under the target, ``beta`` over it.
+
+    Tan et al. (CVPR 2019): alpha = beta = -0.07 is the soft constraint (a 2x costlier network must be about
+    5% more accurate to score the same); alpha = 0, beta = -1 the hard one. The paper's cost is measured
+    latency on a phone; here it is MACs, which every trial counts exactly and which do not drift with the
+    machine's load.
+    """
+    if target <= 0:
+        raise ValueError("the MACs target must be > 0")
+    ratio = macs / target
+    return acc * ratio ** (alpha if ratio <= 1 else beta)
 
 
 class _Silent:
@@ -212,6 +236,28 @@ class MultiTrialStrategy(Strategy):
             "the cluster at RAY_ADDRESS, else a local Ray instance; pip install ray)",
             choices=("process", "ray"),
         ),
+        ParamSpec(
+            "objective",
+            "accuracy",
+            "choice",
+            "What trials are ranked by: accuracy (validation), or mnas: MnasNet's reward val acc x "
+            "(MACs / target_mmacs)^w, w = mnas_alpha at or under the target and mnas_beta over it",
+            choices=("accuracy", "mnas"),
+        ),
+        ParamSpec(
+            "target_mmacs", 0.0, "float", "MACs target in millions, for objective=mnas (required there)", 0.0, 1e6
+        ),
+        ParamSpec(
+            "mnas_alpha",
+            -0.07,
+            "float",
+            "Reward exponent at or under the target (MnasNet soft: -0.07, hard: 0)",
+            -10.0,
+            0.0,
+        ),
+        ParamSpec(
+            "mnas_beta", -0.07, "float", "Reward exponent over the target (MnasNet soft: -0.07, hard: -1)", -10.0, 0.0
+        ),
     )
 
     def search_units(self, config: ExperimentConfig) -> float:
@@ -228,6 +274,8 @@ class MultiTrialStrategy(Strategy):
                     "params.executor",
                     f"Ray is not installed here: pip install {RAY_REQUIREMENT} (or use executor=process)",
                 )
+        if config.params["objective"] == "mnas" and not config.params["target_mmacs"] > 0:
+            raise ConfigError("params.target_mmacs", "objective=mnas needs a MACs target > 0 (in millions)")
 
     def propose(
         self, rng: random.Random, submitted: int, done: list[Trial], space: Any, p: dict[str, Any], shape: Any
@@ -247,6 +295,19 @@ class MultiTrialStrategy(Strategy):
         parents: dict[int, int | None] = {}
         best: Trial | None = None
         submitted = 0
+        mnas: Callable[[float, int], float] | None = None
+        if p["objective"] == "mnas":
+            target, alpha, beta = p["target_mmacs"] * 1e6, p["mnas_alpha"], p["mnas_beta"]
+
+            def mnas(acc: float, macs: int) -> float:
+                return mnas_reward(acc, macs, target, alpha, beta)
+
+        ranked = (
+            f"MnasNet's reward (target {p['target_mmacs']:g} M MACs, w = {p['mnas_alpha']:g} under, "
+            f"{p['mnas_beta']:g} over)"
+            if mnas
+            else "validation accuracy"
+        )
         with make_executor(p["executor"], settings, ctx.data, workers, rep.should_stop) as ex:
             size = (
                 f"on the {search_preset(ctx.data.input_shape)!r} table"
@@ -254,8 +315,8 @@ class MultiTrialStrategy(Strategy):
                 else f"at C={cfg.channels}, N={cfg.cells_per_stage}"
             )
             rep.log(
-                f"{self.label}: {total} trials of {cfg.epochs} epoch(s) each {size}, scored by validation "
-                f"accuracy; {workers} at once on {ex.where}{self.settings_text(p)}"
+                f"{self.label}: {total} trials of {cfg.epochs} epoch(s) each {size}, ranked by {ranked}; "
+                f"{workers} at once on {ex.where}{self.settings_text(p)}"
             )
             while len(done) < total:
                 while submitted < total and ex.busy() < ex.capacity:
@@ -264,21 +325,32 @@ class MultiTrialStrategy(Strategy):
                     ex.submit(space.format(g), submitted)
                     submitted += 1
                 index, genotype, (acc, params, secs, macs) = ex.next_done()
-                trial = Trial(index, genotype, acc, params, secs, parents[index], macs)
+                score = mnas(acc, macs) if mnas else None
+                trial = Trial(index, genotype, acc, params, secs, parents[index], macs, score)
                 done.append(trial)
-                if best is None or acc > best.val_acc:
+                if best is None or trial.fitness > best.fitness:
                     best = trial
                     rep.genotype(len(done), len(done), genotype)
                 how = f"mutant of trial {trial.parent}" if trial.parent is not None else "random"
-                rep.log(f"trial {index} ({how}): val acc {acc:.4f}, {params:,} params, {secs:.1f} s: {genotype}")
-                rep.series(len(done), len(done), {"trial/val_acc": acc, "best/val_acc": best.val_acc})
-                rep.event("trial", index, {"genotype": genotype, "val_acc": acc, "params": params, "macs": macs,
-                                           "seconds": secs, "parent": trial.parent})  # fmt: skip
+                scored = f", reward {score:.4f}" if score is not None else ""
+                rep.log(f"trial {index} ({how}): val acc {acc:.4f}{scored}, {params:,} params, "
+                        f"{macs / 1e6:.2f} M MACs, {secs:.1f} s: {genotype}")  # fmt: skip
+                points = {"trial/val_acc": acc, "best/val_acc": best.val_acc}
+                if score is not None:
+                    points |= {"trial/reward": score, "best/reward": best.fitness}
+                rep.series(len(done), len(done), points)
+                data = {"genotype": genotype, "val_acc": acc, "params": params, "macs": macs, "seconds": secs,
+                        "parent": trial.parent}  # fmt: skip
+                rep.event("trial", index, data if score is None else data | {"reward": score})
                 ctx.report_progress(len(done) / total, min(cfg.epochs, len(done)))
                 ctx.check_stop()
         assert best is not None
-        rep.log(f"best of {len(done)} trials: trial {best.index}, val acc {best.val_acc:.4f}")
-        return SearchOutcome(best.genotype, best.val_acc, "trial-val", {"trials": len(done), "best_trial": best.index})
+        rep.log(f"best of {len(done)} trials by {ranked}: trial {best.index}, val acc {best.val_acc:.4f}, "
+                f"{best.macs / 1e6:.2f} M MACs")  # fmt: skip
+        extra: dict[str, Any] = {"trials": len(done), "best_trial": best.index, "objective": p["objective"]}
+        if best.score is not None:
+            extra["reward"] = best.score
+        return SearchOutcome(best.genotype, best.val_acc, "trial-val", extra)
 
     def settings_text(self, p: dict[str, Any]) -> str:
         return ""
@@ -351,7 +423,7 @@ def evolve(
         return space.sample(rng, input_shape), None
     alive = population_of(done, population)
     contenders = rng.sample(range(len(alive)), min(sample_size, len(alive)))  # positions: later = younger
-    parent = alive[max(contenders, key=lambda i: (alive[i].val_acc, i))]
+    parent = alive[max(contenders, key=lambda i: (alive[i].fitness, i))]
     return space.mutate(parent.genotype, rng), parent.index
 
 
