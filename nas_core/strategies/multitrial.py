@@ -295,13 +295,7 @@ class MultiTrialStrategy(Strategy):
         parents: dict[int, int | None] = {}
         best: Trial | None = None
         submitted = 0
-        mnas: Callable[[float, int], float] | None = None
-        if p["objective"] == "mnas":
-            target, alpha, beta = p["target_mmacs"] * 1e6, p["mnas_alpha"], p["mnas_beta"]
-
-            def mnas(acc: float, macs: int) -> float:
-                return mnas_reward(acc, macs, target, alpha, beta)
-
+        mnas = p["objective"] == "mnas"
         ranked = (
             f"MnasNet's reward (target {p['target_mmacs']:g} M MACs, w = {p['mnas_alpha']:g} under, "
             f"{p['mnas_beta']:g} over)"
@@ -325,7 +319,9 @@ class MultiTrialStrategy(Strategy):
                     ex.submit(space.format(g), submitted)
                     submitted += 1
                 index, genotype, (acc, params, secs, macs) = ex.next_done()
-                score = mnas(acc, macs) if mnas else None
+                score = None
+                if mnas:
+                    score = mnas_reward(acc, macs, p["target_mmacs"] * 1e6, p["mnas_alpha"], p["mnas_beta"])
                 trial = Trial(index, genotype, acc, params, secs, parents[index], macs, score)
                 done.append(trial)
                 if best is None or trial.fitness > best.fitness:
