@@ -244,7 +244,6 @@ class TENASStrategy(Strategy):
 
         def evaluate(weights: list[Any], round_no: int) -> list[list[tuple[float, int]]]:
             """Per repeat, the proxies of each weight setting; seeds depend on (seed, round, repeat) only."""
-            nonlocal done
 
             def one_done() -> None:
                 nonlocal done
