@@ -420,6 +420,8 @@ class ProxyEvaluator:
     fast: bool = True
     space: str = "nb201"
     workers: int = 1
+    #: the region-count inputs; None draws them from ``x_train`` (a worker replica is handed the parent's)
+    region_x: list[torch.Tensor] | None = None
 
     def __post_init__(self) -> None:
         self._space = proxy_space(self.space)
@@ -433,15 +435,13 @@ class ProxyEvaluator:
             raise ValueError("region_samples must be >= 1")
         if self.workers < 1:
             raise ValueError("workers must be >= 1")
-        self._build_nets()
-        gen = torch.Generator().manual_seed(self.seed + 7919)
-        self.region_x = region_inputs(self.x_train, self.region_samples, self.region_batches, gen)
-        self._pool: Any = None
-
-    def _build_nets(self) -> None:
         with torch.random.fork_rng():
             torch.manual_seed(self.seed)
             self.ntk_net, self.region_net = self._space.build(self.num_classes, int(self.x_train.shape[1]))
+        if self.region_x is None:
+            gen = torch.Generator().manual_seed(self.seed + 7919)
+            self.region_x = region_inputs(self.x_train, self.region_samples, self.region_batches, gen)
+        self._pool: Any = None
 
     def settings(self) -> dict[str, Any]:
         """What the scores depend on besides the architecture, stored beside them so like is compared with like."""

@@ -21,29 +21,22 @@ from typing import Any
 
 import torch
 
-from nas_core.proxies import ProxyEvaluator, proxy_space
+from nas_core.proxies import ProxyEvaluator
 
 _replica: dict[str, Any] = {}
 
 
 def _replica_state(ev: ProxyEvaluator) -> dict[str, Any]:
-    """What a worker needs to rebuild ``ev`` without its training data: the fields, input channels, region inputs."""
-    fields = {f.name: getattr(ev, f.name) for f in dataclasses.fields(ev) if f.name != "x_train"}
-    return {"fields": fields, "in_ch": int(ev.x_train.shape[1]), "region_x": ev.region_x}
+    """What a worker needs to rebuild ``ev`` without its training data: the fields (region inputs included)
+    and the input channels, the one thing the nets take from the data."""
+    fields = {f.name: getattr(ev, f.name) for f in dataclasses.fields(ev) if f.name not in ("x_train", "workers")}
+    return {"fields": fields, "in_ch": int(ev.x_train.shape[1])}
 
 
 def _init(state: dict[str, Any]) -> None:
     torch.set_num_threads(1)
-    ev = object.__new__(ProxyEvaluator)
-    for name, value in state["fields"].items():
-        setattr(ev, name, value)
-    ev.workers = 1
-    ev.x_train = torch.empty(0, state["in_ch"], 1, 1)  # only its channel count builds the nets
-    ev._space = proxy_space(ev.space)
-    ev._build_nets()
-    ev.region_x = state["region_x"]
-    ev._pool = None
-    _replica["ev"], _replica["seed"] = ev, None
+    empty = torch.empty(0, state["in_ch"], 1, 1)  # the nets are built from its channel count alone
+    _replica["ev"], _replica["seed"] = ProxyEvaluator(empty, **state["fields"]), None
 
 
 def _score(seed: int, xb: torch.Tensor, args: tuple[torch.Tensor, ...]) -> tuple[float, int]:
