@@ -78,3 +78,79 @@ def pareto_front_order(
     # np.lexsort sorts by the last key first.
     keys = [values[:, k] for k in reversed(range(values.shape[1]))] + [primary]
     return positions[np.lexsort(keys)]
+
+
+def nondominated_ranks(df: pd.DataFrame, objectives: Sequence[Objective]) -> np.ndarray:
+    """Front number per row (0 = the Pareto front, 1 = the front once front 0 is removed, ...): NSGA-II's sort.
+
+    Rows with a missing objective come after every front (rank = the number of fronts).
+    """
+    values = _minimisation_matrix(df, objectives)
+    ranks = np.full(len(df), -1, dtype=int)
+    left = np.flatnonzero(~np.isnan(values).any(axis=1))
+    front = 0
+    while len(left):
+        sub = values[left]
+        dominated = np.array(
+            [bool((np.all(sub <= sub[i], axis=1) & np.any(sub < sub[i], axis=1)).any()) for i in range(len(sub))]
+        )
+        ranks[left[~dominated]] = front
+        left = left[dominated]
+        front += 1
+    ranks[ranks < 0] = front
+    return ranks
+
+
+def crowding_distance(df: pd.DataFrame, objectives: Sequence[Objective]) -> np.ndarray:
+    """NSGA-II's crowding distance of each row within ``df`` (one front): the extremes of each objective get
+    infinity, the others the sum over objectives of the normalised gap between their two neighbours."""
+    values = _minimisation_matrix(df, objectives)
+    n = len(values)
+    dist = np.zeros(n)
+    if n <= 2:
+        return np.full(n, np.inf)
+    for k in range(values.shape[1]):
+        order = np.argsort(values[:, k], kind="stable")
+        col = values[order, k]
+        span = col[-1] - col[0]
+        dist[order[0]] = dist[order[-1]] = np.inf
+        if span > 0:
+            dist[order[1:-1]] += (col[2:] - col[:-2]) / span
+    return dist
+
+
+def select_by_fronts(df: pd.DataFrame, objectives: Sequence[Objective], k: int) -> np.ndarray:
+    """Positions of ``k`` rows picked as NSGA-II does: whole fronts in order, the last one that does not fit
+    thinned to the least crowded rows (ties: the earlier row). Fewer rows than ``k``: all of them."""
+    if k >= len(df):
+        return np.arange(len(df))
+    ranks = nondominated_ranks(df, objectives)
+    picked: list[int] = []
+    for front in range(int(ranks.max()) + 1):
+        members = np.flatnonzero(ranks == front)
+        if len(picked) + len(members) <= k:
+            picked.extend(members.tolist())
+            continue
+        dist = crowding_distance(df.iloc[members], objectives)
+        order = np.lexsort((members, -dist))  # most isolated first
+        picked.extend(members[order[: k - len(picked)]].tolist())
+        break
+    return np.array(sorted(picked), dtype=int)
+
+
+def hypervolume_2d(df: pd.DataFrame, objectives: Sequence[Objective], reference: Sequence[float]) -> float:
+    """Area dominated by the rows and bounded by ``reference`` (one value per objective, worse than every row):
+    the usual one-number quality of a 2-objective front, larger is better. Rows not better than the reference
+    on both objectives add nothing."""
+    if len(objectives) != 2 or len(reference) != 2:
+        raise ValueError("hypervolume_2d takes exactly two objectives and a two-value reference point")
+    values = _minimisation_matrix(df, objectives)
+    ref = np.array([-r if goal == "max" else r for r, (_, goal) in zip(reference, objectives)], dtype=float)
+    pts = values[~np.isnan(values).any(axis=1)]
+    pts = pts[(pts < ref).all(axis=1)]
+    area, best_second = 0.0, ref[1]
+    for first, second in pts[np.lexsort((pts[:, 1], pts[:, 0]))]:  # sweep along the first objective
+        if second < best_second:
+            area += (ref[0] - first) * (best_second - second)
+            best_second = second
+    return float(area)

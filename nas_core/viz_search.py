@@ -111,7 +111,8 @@ def trial_points(trials: pd.DataFrame) -> tuple[pd.DataFrame, str]:
 
     ``trials`` is :func:`event_table` of the ``trial`` events (``step`` = trial index). Validation accuracy
     goes on the accuracy axis; the cost axis is MACs, or params for trials recorded before MACs were.
-    Each point is labelled by how it was proposed (a random draw or a mutant), which colours the chart.
+    Each point is labelled by how it was proposed (a random draw or a mutant; progressive search: its stage),
+    which colours the chart.
     """
     df = pd.DataFrame(
         {
@@ -124,8 +125,14 @@ def trial_points(trials: pd.DataFrame) -> tuple[pd.DataFrame, str]:
         }
     )
     parent = pd.to_numeric(trials.get("parent", pd.Series(np.nan, index=trials.index)), errors="coerce")
-    df["origin"] = np.where(parent.isna(), "random draw", "mutant")
-    df["experiment_name"] = ["trial" if pd.isna(p) else f"trial, mutant of {int(p)}" for p in parent]
+    stage = pd.to_numeric(trials.get("stage", pd.Series(np.nan, index=trials.index)), errors="coerce")
+    if stage.notna().any():  # progressive search: the stage (cell size) it was trained at; parent = the cell it grows
+        df["origin"] = [f"stage {int(s)}" for s in stage.fillna(0)]
+        grows = ["" if pd.isna(p) else f", grows trial {int(p)}" for p in parent]
+        df["experiment_name"] = [f"{o}{g}" for o, g in zip(df["origin"], grows)]
+    else:
+        df["origin"] = np.where(parent.isna(), "random draw", "mutant")
+        df["experiment_name"] = ["trial" if pd.isna(p) else f"trial, mutant of {int(p)}" for p in parent]
     df["strategy"] = df["origin"]
     x = "macs" if df["macs"].notna().any() else "params"
     return df, x

@@ -145,7 +145,7 @@ def _pruning(exp_id: int, alphas: pd.DataFrame) -> None:
 
 
 def _trials(exp_id: int) -> None:
-    """Random search and evolution: every trained candidate, its parent (evolution) and its score."""
+    """Multi-trial search: every trained candidate, its parent (evolution, progressive) and its score."""
     table = viz_search.event_table(repo.events_df(exp_id, "trial"), "trial")
     st.subheader("Trials")
     if table.empty:
@@ -156,14 +156,18 @@ def _trials(exp_id: int) -> None:
     if "macs" not in table.columns:  # trials recorded before MACs were
         table["macs"] = float("nan")
     key = "reward" if "reward" in table.columns else "val_acc"  # objective=mnas ranks by MnasNet's reward
-    columns = ["trial", "val_acc", *(["reward"] if key == "reward" else []), "parent", "params", "macs", "seconds",
-               "genotype"]  # fmt: skip
+    grown = "stage" in table.columns  # progressive search: the stage and the predictor's estimate
+    if grown and "predicted" not in table.columns:
+        table["predicted"] = float("nan")
+    columns = ["trial", *(["stage"] if grown else []), "val_acc", *(["predicted"] if grown else []),
+               *(["reward"] if key == "reward" else []), "parent", "params", "macs", "seconds", "genotype"]  # fmt: skip
     table = table.rename(columns={"step": "trial"})[columns]
     best = table.loc[table[key].idxmax()]
     ranked = f"reward {best['reward']:.4f}, " if key == "reward" else ""
     st.caption(f"{len(table)} trial(s) finished; best: trial {int(best['trial'])} ({ranked}validation accuracy "
                f"{best['val_acc']:.4f}). Sorted best first by {key.replace('_', ' ')}; parent = the trial it "
-               "mutates (evolution).")  # fmt: skip
+               + ("grows by one node; predicted = the accuracy predictor's estimate before training (progressive)."
+                  if grown else "mutates (evolution)."))  # fmt: skip
     number = st.column_config.NumberColumn
     st.dataframe(
         table.sort_values(key, ascending=False),
@@ -171,6 +175,7 @@ def _trials(exp_id: int) -> None:
         key="trial_table",
         column_config={
             "val_acc": number("val acc", format="%.4f"),
+            "predicted": number("predicted", format="%.4f"),
             "reward": number("reward", format="%.4f"),
             "seconds": number("s", format="%.1f"),
             "macs": number("MACs", format="%d"),

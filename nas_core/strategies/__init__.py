@@ -8,11 +8,25 @@ from nas_core.strategies.darts import DARTS_V1, DARTS_V2, SINGLE_DARTS
 from nas_core.strategies.gdas import GDAS
 from nas_core.strategies.multitrial import EVOLUTION, RANDOM
 from nas_core.strategies.pcdarts import PC_DARTS
+from nas_core.strategies.progressive import PROGRESSIVE
 from nas_core.strategies.proxyless import PROXYLESS
 from nas_core.strategies.tenas import TENAS
 
 STRATEGIES: dict[str, Strategy] = {
-    s.name: s for s in (DARTS_V1, DARTS_V2, SINGLE_DARTS, PC_DARTS, GDAS, TENAS, PROXYLESS, ATOMNAS, RANDOM, EVOLUTION)
+    s.name: s
+    for s in (
+        DARTS_V1,
+        DARTS_V2,
+        SINGLE_DARTS,
+        PC_DARTS,
+        GDAS,
+        TENAS,
+        PROXYLESS,
+        ATOMNAS,
+        RANDOM,
+        EVOLUTION,
+        PROGRESSIVE,
+    )
 }
 
 

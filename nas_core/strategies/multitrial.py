@@ -221,6 +221,82 @@ def make_executor(
     return TrialExecutor(settings, data, workers, stop)
 
 
+def trial_settings(ctx: SearchContext) -> TrialSettings:
+    """What every trial of the search in ``ctx`` shares."""
+    cfg = ctx.config
+    return TrialSettings(
+        ctx.space.name, cfg.channels, cfg.cells_per_stage, cfg.epochs, cfg.final_lr, cfg.batch_size, cfg.seed,
+        cfg.channels_last,
+    )  # fmt: skip
+
+
+def trial_size(ctx: SearchContext) -> str:
+    """The size trials are built at, for the search log."""
+    if ctx.space.name == "mobilenet":
+        return f"on the {search_preset(ctx.data.input_shape)!r} table"
+    return f"at C={ctx.config.channels}, N={ctx.config.cells_per_stage}"
+
+
+class TrialLedger:
+    """The finished trials of one search: scores each under the objective, reports it, keeps the best.
+
+    Every multi-trial strategy lands its trials here, so they all log, chart and rank trials alike.
+    """
+
+    def __init__(self, ctx: SearchContext, total: int) -> None:
+        self.ctx, self.total = ctx, max(1, total)
+        p = ctx.params
+        self.mnas = p["objective"] == "mnas"
+        self.ranked = (
+            f"MnasNet's reward (target {p['target_mmacs']:g} M MACs, w = {p['mnas_alpha']:g} under, "
+            f"{p['mnas_beta']:g} over)"
+            if self.mnas
+            else "validation accuracy"
+        )
+        self.done: list[Trial] = []
+        self.best: Trial | None = None
+
+    def land(
+        self, index: int, genotype: str, result: TrialScore, parent: int | None, how: str,
+        extra: dict[str, Any] | None = None,
+    ) -> Trial:  # fmt: skip
+        """Record one finished trial: log line, series, ``trial`` event (with ``extra``), progress; check cancel."""
+        ctx, p, rep = self.ctx, self.ctx.params, self.ctx.reporter
+        acc, params, secs, macs = result
+        score = None
+        if self.mnas:
+            score = mnas_reward(acc, macs, p["target_mmacs"] * 1e6, p["mnas_alpha"], p["mnas_beta"])
+        trial = Trial(index, genotype, acc, params, secs, parent, macs, score)
+        self.done.append(trial)
+        if self.best is None or trial.fitness > self.best.fitness:
+            self.best = trial
+            rep.genotype(len(self.done), len(self.done), genotype)
+        scored = f", reward {score:.4f}" if score is not None else ""
+        rep.log(f"trial {index} ({how}): val acc {acc:.4f}{scored}, {params:,} params, "
+                f"{macs / 1e6:.2f} M MACs, {secs:.1f} s: {genotype}")  # fmt: skip
+        points = {"trial/val_acc": acc, "best/val_acc": self.best.val_acc}
+        if score is not None:
+            points |= {"trial/reward": score, "best/reward": self.best.fitness}
+        rep.series(len(self.done), len(self.done), points)
+        data = {"genotype": genotype, "val_acc": acc, "params": params, "macs": macs, "seconds": secs,
+                "parent": parent, **(extra or {})}  # fmt: skip
+        rep.event("trial", index, data if score is None else data | {"reward": score})
+        ctx.report_progress(len(self.done) / self.total, min(ctx.config.epochs, len(self.done)))
+        ctx.check_stop()
+        return trial
+
+    def outcome(self, extra: dict[str, Any] | None = None) -> SearchOutcome:
+        """The best trial as the search's result (trained again at the final size by the pipeline)."""
+        best, p = self.best, self.ctx.params
+        assert best is not None
+        self.ctx.reporter.log(f"best of {len(self.done)} trials by {self.ranked}: trial {best.index}, val acc "
+                              f"{best.val_acc:.4f}, {best.macs / 1e6:.2f} M MACs")  # fmt: skip
+        out: dict[str, Any] = {"trials": len(self.done), "best_trial": best.index, "objective": p["objective"]}
+        if best.score is not None:
+            out["reward"] = best.score
+        return SearchOutcome(best.genotype, best.val_acc, "trial-val", out | (extra or {}))
+
+
 class MultiTrialStrategy(Strategy):
     """Shared loop: propose candidates, keep ``workers`` trials running, report each one as it lands."""
 
@@ -261,11 +337,11 @@ class MultiTrialStrategy(Strategy):
     )
 
     def search_units(self, config: ExperimentConfig) -> float:
-        return float(config.params["trials"] * config.epochs) * TRIAL_EPOCH_COST
+        return float(self.total_trials(config.params) * config.epochs) * TRIAL_EPOCH_COST
 
     def validate(self, config: ExperimentConfig) -> None:
-        if config.params["workers"] > config.params["trials"]:
-            raise ConfigError("params.workers", f"more workers than trials ({config.params['trials']})")
+        if config.params["workers"] > self.total_trials(config.params):
+            raise ConfigError("params.workers", f"more workers than trials ({self.total_trials(config.params)})")
         if config.params["executor"] == "ray":
             from nas_core.strategies.ray_executor import RAY_REQUIREMENT, ray_available
 
@@ -283,70 +359,34 @@ class MultiTrialStrategy(Strategy):
         """The next candidate and its parent's trial index (None for a random draw); ``shape`` is the input's."""
         raise NotImplementedError
 
+    def total_trials(self, p: dict[str, Any]) -> int:
+        """How many trials the search trains in all (progress, and the workers check)."""
+        return int(p["trials"])
+
     def search(self, ctx: SearchContext) -> SearchOutcome:
         cfg, p, rep, space = ctx.config, ctx.params, ctx.reporter, ctx.space
-        settings = TrialSettings(
-            space.name, cfg.channels, cfg.cells_per_stage, cfg.epochs, cfg.final_lr, cfg.batch_size, cfg.seed,
-            cfg.channels_last,
-        )  # fmt: skip
         rng = random.Random(cfg.seed)
         total, workers = p["trials"], p["workers"]
-        done: list[Trial] = []
+        ledger = TrialLedger(ctx, total)
         parents: dict[int, int | None] = {}
-        best: Trial | None = None
         submitted = 0
-        mnas = p["objective"] == "mnas"
-        ranked = (
-            f"MnasNet's reward (target {p['target_mmacs']:g} M MACs, w = {p['mnas_alpha']:g} under, "
-            f"{p['mnas_beta']:g} over)"
-            if mnas
-            else "validation accuracy"
-        )
-        with make_executor(p["executor"], settings, ctx.data, workers, rep.should_stop) as ex:
-            size = (
-                f"on the {search_preset(ctx.data.input_shape)!r} table"
-                if space.name == "mobilenet"
-                else f"at C={cfg.channels}, N={cfg.cells_per_stage}"
-            )
+        with make_executor(p["executor"], trial_settings(ctx), ctx.data, workers, rep.should_stop) as ex:
             rep.log(
-                f"{self.label}: {total} trials of {cfg.epochs} epoch(s) each {size}, ranked by {ranked}; "
-                f"{workers} at once on {ex.where}{self.settings_text(p)}"
+                f"{self.label}: {total} trials of {cfg.epochs} epoch(s) each {trial_size(ctx)}, ranked by "
+                f"{ledger.ranked}; {workers} at once on {ex.where}{self.settings_text(p)}"
             )
-            while len(done) < total:
+            while len(ledger.done) < total:
                 while submitted < total and ex.busy() < ex.capacity:
-                    g, parent = self.propose(rng, submitted, done, space, p, ctx.data.input_shape)
+                    g, parent = self.propose(rng, submitted, ledger.done, space, p, ctx.data.input_shape)
                     parents[submitted] = parent
                     ex.submit(space.format(g), submitted)
                     submitted += 1
-                index, genotype, (acc, params, secs, macs) = ex.next_done()
-                score = None
-                if mnas:
-                    score = mnas_reward(acc, macs, p["target_mmacs"] * 1e6, p["mnas_alpha"], p["mnas_beta"])
-                trial = Trial(index, genotype, acc, params, secs, parents[index], macs, score)
-                done.append(trial)
-                if best is None or trial.fitness > best.fitness:
-                    best = trial
-                    rep.genotype(len(done), len(done), genotype)
-                how = f"mutant of trial {trial.parent}" if trial.parent is not None else "random"
-                scored = f", reward {score:.4f}" if score is not None else ""
-                rep.log(f"trial {index} ({how}): val acc {acc:.4f}{scored}, {params:,} params, "
-                        f"{macs / 1e6:.2f} M MACs, {secs:.1f} s: {genotype}")  # fmt: skip
-                points = {"trial/val_acc": acc, "best/val_acc": best.val_acc}
-                if score is not None:
-                    points |= {"trial/reward": score, "best/reward": best.fitness}
-                rep.series(len(done), len(done), points)
-                data = {"genotype": genotype, "val_acc": acc, "params": params, "macs": macs, "seconds": secs,
-                        "parent": trial.parent}  # fmt: skip
-                rep.event("trial", index, data if score is None else data | {"reward": score})
-                ctx.report_progress(len(done) / total, min(cfg.epochs, len(done)))
-                ctx.check_stop()
-        assert best is not None
-        rep.log(f"best of {len(done)} trials by {ranked}: trial {best.index}, val acc {best.val_acc:.4f}, "
-                f"{best.macs / 1e6:.2f} M MACs")  # fmt: skip
-        extra: dict[str, Any] = {"trials": len(done), "best_trial": best.index, "objective": p["objective"]}
-        if best.score is not None:
-            extra["reward"] = best.score
-        return SearchOutcome(best.genotype, best.val_acc, "trial-val", extra)
+                index, genotype, score = ex.next_done()
+                parent = parents[index]
+                ledger.land(
+                    index, genotype, score, parent, f"mutant of trial {parent}" if parent is not None else "random"
+                )
+        return ledger.outcome()
 
     def settings_text(self, p: dict[str, Any]) -> str:
         return ""
