@@ -49,7 +49,7 @@ class LSTMEnsemble:
     members: int = 5
     embed: int = 16
     hidden: int = 32
-    steps: int = 300
+    steps: int = 150
     lr: float = 0.01
     seed: int = 0
     _nets: list[_Regressor] = field(default_factory=list, init=False, repr=False)

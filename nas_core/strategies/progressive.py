@@ -29,6 +29,7 @@ Where this departs from the paper, and why:
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,14 +91,6 @@ class EdgeCosts:
         return self.base[cost] + sum(self.per_edge[k][op][cost] for k, op in enumerate(g.ops))
 
 
-def kendall_tau(a: list[float], b: list[float]) -> float | None:
-    """Kendall's tau-b of two rankings, None when it is undefined (fewer than 2 points, or a constant side)."""
-    if len(a) < 2:
-        return None
-    tau = pd.Series(a).corr(pd.Series(b), method="kendall")
-    return None if pd.isna(tau) else float(tau)
-
-
 class ProgressiveParetoSearch(MultiTrialStrategy):
     """Cells grown node by node; each stage trains the expansions on the predicted accuracy-cost Pareto front."""
 
@@ -134,10 +127,11 @@ class ProgressiveParetoSearch(MultiTrialStrategy):
         return f"; beam {p['beam']}, cost {p['cost']}, {p['predictors']} LSTM predictor(s)"
 
     def search(self, ctx: SearchContext) -> SearchOutcome:
+        from nas_core.viz_search import rank_correlations  # plotly: loaded here, not by every trial worker
+
         cfg, p, rep, space = ctx.config, ctx.params, ctx.reporter, ctx.space
         total = self.total_trials(p)
         ledger = TrialLedger(ctx, total)
-        costs = EdgeCosts.count(space, ctx.data.num_classes, ctx.data.input_shape, cfg.channels, cfg.cells_per_stage)
         stage_of: dict[str, int] = {}  # genotype text -> the stage that trained it
         with make_executor(p["executor"], trial_settings(ctx), ctx.data, p["workers"], rep.should_stop) as ex:
             rep.log(
@@ -145,6 +139,8 @@ class ProgressiveParetoSearch(MultiTrialStrategy):
                 f"node over {len(GROWN_NODES)} stages, ranked by {ledger.ranked}; {p['workers']} at once on "
                 f"{ex.where}{self.settings_text(p)}"
             )
+            shape = ctx.data.input_shape
+            costs = EdgeCosts.count(space, ctx.data.num_classes, shape, cfg.channels, cfg.cells_per_stage)
 
             numbers = itertools.count()
 
@@ -197,8 +193,8 @@ class ProgressiveParetoSearch(MultiTrialStrategy):
                     f"{p['cost']}; training {len(picked)}"
                 )
                 previous = train(stage, [(cells[i][0], cells[i][1], predicted[i]) for i in picked])
-                tau = kendall_tau([predicted[i] for i in picked], [t.val_acc for t in previous])
-                if tau is not None:
+                tau, _ = rank_correlations([predicted[i] for i in picked], [t.val_acc for t in previous])
+                if not math.isnan(tau):
                     rep.log(f"stage {stage}: Kendall tau of predicted against measured accuracy {tau:+.3f}")
         front = measured_front(ledger.done, p["cost"])
         rep.log(f"Pareto front of all trials (val acc against {p['cost']}): trials {', '.join(map(str, front))}")
