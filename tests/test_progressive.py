@@ -148,7 +148,7 @@ def test_search_trains_the_predicted_fronts_stage_by_stage(tmp_path) -> None:
 
 
 @pytest.mark.slow
-def test_monitor_draws_a_progressive_run_through_the_worker(db: str) -> None:
+def test_monitor_draws_a_progressive_run_and_queues_any_trials_final_training(db: str) -> None:
     from nas_core.jobs import run_job
 
     cfg = {
@@ -172,6 +172,27 @@ def test_monitor_draws_a_progressive_run_through_the_worker(db: str) -> None:
     (pareto,) = [c for c in charts if "Pareto front" in json.dumps(c)]
     names = {t.get("name") for t in pareto["data"] if t.get("mode") == "markers"}
     assert {"stage 1", "stage 2", "stage 3"} <= names
+
+    # Any trial, not only the search's pick, can be trained at the final size, stored and exported.
+    rows = table.set_index("trial")
+    pick = int(rows["val_acc"].idxmin())
+    at.selectbox(key="retrain_trial").set_value(pick)
+    at.number_input(key="retrain_epochs").set_value(1)
+    at.button(key="retrain_queue").click().run()
+    assert not at.exception and not at.error
+    new_id = at.session_state["retrained"]
+    new = repo.get_experiment(new_id)
+    assert new["strategy"] == "fixed" and new["config"]["final_epochs"] == 1 and new["dataset"] == "synthetic"
+    assert new["config"]["params"] == {"genotype": rows.loc[pick, "genotype"],
+                                       "source": f"experiment {exp_id}, trial {pick}"}  # fmt: skip
+    assert run_job(new_id, heartbeat=False)["status"] == "succeeded", repo.get_experiment(new_id)["traceback"]
+    (arch,) = repo.architectures_df([new_id]).to_dict("records")
+    assert arch["genotype"] == rows.loc[pick, "genotype"] and arch["accuracy_kind"] == "test" and arch["macs"] > 0
+    at.query_params["id"] = str(new_id)
+    at.run()
+    assert not at.exception and not at.error
+    assert any(f"(experiment {exp_id}, trial {pick})" in c.value for c in at.caption)
+    assert "Alpha evolution" not in [h.value for h in at.subheader]
 
 
 def test_launch_page_queues_a_progressive_search(db: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from nas_core.strategies.atomnas import ATOMNAS
 from nas_core.strategies.base import SearchContext, SearchOutcome, Strategy
 from nas_core.strategies.darts import DARTS_V1, DARTS_V2, SINGLE_DARTS
+from nas_core.strategies.fixed import FIXED
 from nas_core.strategies.gdas import GDAS
 from nas_core.strategies.multitrial import EVOLUTION, RANDOM
 from nas_core.strategies.pcdarts import PC_DARTS
@@ -26,6 +27,7 @@ STRATEGIES: dict[str, Strategy] = {
         RANDOM,
         EVOLUTION,
         PROGRESSIVE,
+        FIXED,
     )
 }
 
