@@ -165,7 +165,8 @@ def test_launch_watch_compare_in_chromium(dashboard: str) -> None:
 
 
 def test_monitor_draws_the_trials_pareto_front_in_chromium(dashboard: str) -> None:
-    """A finished evolution run: the Monitor's accuracy-MACs chart of its trials renders, with the trial table."""
+    """A finished evolution run: the Monitor's accuracy-MACs chart of its trials renders, with the trial table;
+    a trial queued for final training from there is run by the worker the app starts."""
     sync_api = pytest.importorskip("playwright.sync_api")
     from nas_core.jobs import run_job
     from storage import repo
@@ -190,5 +191,15 @@ def test_monitor_draws_the_trials_pareto_front_in_chromium(dashboard: str) -> No
             expect(chart.locator(".scatterlayer .trace .points path")).to_have_count(4)
             expect(page.get_by_role("heading", name="Trials")).to_be_visible()
             assert page.locator("[data-testid=stException]").count() == 0
+
+            # Any trial can be trained at the final size: queue one, follow the link, the worker finishes it.
+            page.get_by_role("button", name="Queue", exact=True).click()
+            expect(page.get_by_text(f"Experiment #{exp_id + 1} queued.")).to_be_visible()
+            page.get_by_role("link", name=f"Watch #{exp_id + 1}").click()
+            expect(page.get_by_text("No search: this run trains a given architecture")).to_be_visible()
+            expect(page.get_by_text("status succeeded")).to_be_visible(timeout=240_000)
+            assert page.locator("[data-testid=stException]").count() == 0
         finally:
             browser.close()
+    (arch,) = repo.architectures_df([exp_id + 1]).to_dict("records")
+    assert arch["strategy"] == "fixed" and arch["accuracy_kind"] == "test"
