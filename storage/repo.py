@@ -468,7 +468,8 @@ def request_cancel(experiment_id: int, *, url: str | None = None) -> bool:
 def retry_experiment(experiment_id: int, *, url: str | None = None) -> int | None:
     """Queue a failed, cancelled or interrupted experiment again from scratch; returns the new job id.
 
-    Its recorded series (epochs, alphas, genotypes, architectures, artifacts) are cleared; logs stay.
+    Its recorded series (epochs, alphas, genotypes, signal series, events, architectures, artifacts) are
+    cleared, so the Monitor shows the new attempt alone; logs stay.
     """
     url = _ready(url)
     with session(url, write=True) as s:
@@ -479,7 +480,7 @@ def retry_experiment(experiment_id: int, *, url: str | None = None) -> int | Non
         job = Job(experiment_id=exp.id, status="queued", created_at=utcnow(), attempts=prev)
         s.add(job)
         # The run starts over, so the previous attempt's series would only mix with the new one's.
-        for model in (EpochLog, AlphaSnapshot, GenotypeSnapshot, Architecture, Artifact):
+        for model in (EpochLog, AlphaSnapshot, GenotypeSnapshot, SeriesPoint, Event, Architecture, Artifact):
             s.execute(delete(model).where(model.experiment_id == exp.id))
         s.add(LogLine(experiment_id=exp.id, ts=utcnow(), level="info", message=f"queued again (after {exp.status})"))
         exp.status, exp.cancel_requested, exp.finished_at, exp.started_at = "queued", False, None, None

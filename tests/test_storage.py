@@ -302,12 +302,16 @@ def test_mark_stale_interrupted(db: str) -> None:
     assert "interrupted" in repo.logs_df(stale)["message"].iloc[-1]
     assert repo.mark_stale_interrupted(20) == []
     # an interrupted experiment can be queued again, from scratch
-    repo.write_batch(stale, alphas=[{"step": 0, "epoch": 0, "cell": "c", "edge": "e", "op": "o", "weight": 1.0}])
+    repo.write_batch(stale, alphas=[{"step": 0, "epoch": 0, "cell": "c", "edge": "e", "op": "o", "weight": 1.0}],
+                     series=[{"step": 0, "epoch": 0, "name": "trial/val_acc", "value": 0.5}],
+                     events=[{"step": 0, "kind": "trial", "data": {"val_acc": 0.5}}])  # fmt: skip
+    assert not repo.events_df(stale).empty and not repo.series_df(stale).empty
     assert repo.retry_experiment(fresh) is None  # still running: refused
     new_job = repo.retry_experiment(stale)
     e = repo.get_experiment(stale)
     assert new_job is not None and (e["status"], e["error"], e["progress"]) == ("queued", None, 0.0)
     assert repo.alphas_df(stale).empty
+    assert repo.events_df(stale).empty and repo.series_df(stale).empty  # the new attempt's charts start empty
     claimed = repo.claim_job("w2")
     assert claimed == {"job_id": new_job, "experiment_id": stale, "attempts": 2}
 
