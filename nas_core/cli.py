@@ -281,6 +281,22 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_retry(args: argparse.Namespace) -> int:
+    from storage import repo
+
+    exp = _experiment_or_exit(args.id, args.db)
+    job = repo.retry_experiment(args.id, resume=args.resume, url=args.db)
+    if job is None:
+        raise UsageError(f"experiment {args.id} is {exp['status']}: only a failed, cancelled or interrupted one "
+                         "can be queued again")  # fmt: skip
+    exp = _experiment_or_exit(args.id, args.db)
+    if args.json:
+        _print_json({"experiment_id": args.id, "job_id": job, "status": exp["status"], "message": exp["message"]})
+    else:
+        print(f"experiment {args.id}: {exp['message']}; a worker will take it (python -m nas_core worker)")
+    return 0
+
+
 def cmd_strategies(args: argparse.Namespace) -> int:
     from nas_core.strategies import STRATEGIES
 
@@ -596,6 +612,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", type=int)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_cancel)
+
+    p = sub.add_parser("retry", parents=[common], help="queue a failed, cancelled or interrupted experiment again")
+    p.add_argument("id", type=int)
+    p.add_argument("--resume", action="store_true",
+                   help="multi-trial searches: reuse the finished trials instead of training them again")  # fmt: skip
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_retry)
 
     p = sub.add_parser("strategies", help="list strategies with their parameters and defaults")
     p.add_argument("--json", action="store_true")

@@ -281,7 +281,7 @@ def run_job(
         try:
             from nas_core.pipeline import run_experiment
 
-            res = run_experiment(cfg, reporter)
+            res = run_experiment(cfg, reporter, replay=repo.previous_trials(experiment_id, url=url))
         except Cancelled:
             reporter.log("cancelled on request", "warning")
             finish("cancelled", message="cancelled on request")

@@ -66,8 +66,13 @@ def final_recipe_text(cfg: ExperimentConfig, network: torch.nn.Module) -> str:
     return f" ({', '.join(parts)})" if parts else ""
 
 
-def run_experiment(config: ExperimentConfig, reporter: Reporter) -> ExperimentResult:
-    """Run the whole experiment described by ``config``, reporting through ``reporter``."""
+def run_experiment(
+    config: ExperimentConfig, reporter: Reporter, replay: dict[tuple[int, str], tuple] | None = None
+) -> ExperimentResult:
+    """Run the whole experiment described by ``config``, reporting through ``reporter``.
+
+    ``replay``: the finished trials of an earlier attempt, which a resumed multi-trial search reuses.
+    """
     cfg = config.validated()
     latency_s = latency_seconds()  # a bad NAS_LATENCY_SECONDS fails here, not after the search
     torch.set_num_threads(cfg.threads)
@@ -85,7 +90,7 @@ def run_experiment(config: ExperimentConfig, reporter: Reporter) -> ExperimentRe
     search_units = strategy.search_units(cfg)
     final_units = 0.0 if strategy.trains_network else float(cfg.final_epochs)
     split = search_units / (search_units + final_units)
-    ctx = SearchContext(cfg, space, data, reporter, device, progress_span=(0.0, split))
+    ctx = SearchContext(cfg, space, data, reporter, device, progress_span=(0.0, split), replay=dict(replay or {}))
     t0 = time.perf_counter()
     outcome = strategy.search(ctx)
     search_seconds = time.perf_counter() - t0

@@ -465,11 +465,17 @@ def request_cancel(experiment_id: int, *, url: str | None = None) -> bool:
         return True
 
 
-def retry_experiment(experiment_id: int, *, url: str | None = None) -> int | None:
-    """Queue a failed, cancelled or interrupted experiment again from scratch; returns the new job id.
+#: event kind under which a resumed run keeps the trials of the attempt before it (see :func:`retry_experiment`)
+PREVIOUS_TRIALS = "trial-previous"
+
+
+def retry_experiment(experiment_id: int, *, resume: bool = False, url: str | None = None) -> int | None:
+    """Queue a failed, cancelled or interrupted experiment again; returns the new job id.
 
     Its recorded series (epochs, alphas, genotypes, signal series, events, architectures, artifacts) are
-    cleared, so the Monitor shows the new attempt alone; logs stay.
+    cleared, so the Monitor shows the new attempt alone; logs stay. With ``resume`` the finished trials of a
+    multi-trial search are kept as :data:`PREVIOUS_TRIALS` events: the new attempt reuses each one its search
+    proposes again instead of training it (:func:`previous_trials`).
     """
     url = _ready(url)
     with session(url, write=True) as s:
@@ -479,18 +485,41 @@ def retry_experiment(experiment_id: int, *, url: str | None = None) -> int | Non
         prev = s.scalar(select(func.max(Job.attempts)).where(Job.experiment_id == exp.id)) or 0
         job = Job(experiment_id=exp.id, status="queued", created_at=utcnow(), attempts=prev)
         s.add(job)
+        kept = 0
+        if resume:  # the last attempt's trials include those it reused itself: they replace the older ones
+            s.execute(delete(Event).where(Event.experiment_id == exp.id, Event.kind == PREVIOUS_TRIALS))
+            kept = s.execute(
+                update(Event).where(Event.experiment_id == exp.id, Event.kind == "trial").values(kind=PREVIOUS_TRIALS)
+            ).rowcount
         # The run starts over, so the previous attempt's series would only mix with the new one's.
-        for model in (EpochLog, AlphaSnapshot, GenotypeSnapshot, SeriesPoint, Event, Architecture, Artifact):
+        for model in (EpochLog, AlphaSnapshot, GenotypeSnapshot, SeriesPoint, Architecture, Artifact):
             s.execute(delete(model).where(model.experiment_id == exp.id))
-        s.add(LogLine(experiment_id=exp.id, ts=utcnow(), level="info", message=f"queued again (after {exp.status})"))
+        events = delete(Event).where(Event.experiment_id == exp.id)
+        s.execute(events.where(Event.kind != PREVIOUS_TRIALS) if resume else events)
+        how = f"resumed with {kept} finished trial(s)" if resume else "queued again"
+        s.add(LogLine(experiment_id=exp.id, ts=utcnow(), level="info", message=f"{how} (after {exp.status})"))
         exp.status, exp.cancel_requested, exp.finished_at, exp.started_at = "queued", False, None, None
         exp.progress, exp.phase, exp.epoch = 0.0, None, 0
         exp.error = exp.traceback = exp.result = exp.genotype = exp.accuracy_kind = None
         exp.accuracy = exp.latency_ms = None
         exp.params = exp.macs = None
-        exp.message = "queued again"
+        exp.message = how
         s.flush()
         return int(job.id)
+
+
+TrialResult = tuple[float, int, float, int]  # validation accuracy, params, seconds, MACs
+
+
+def previous_trials(experiment_id: int, *, url: str | None = None) -> dict[tuple[int, str], TrialResult]:
+    """The trials a resumed run may reuse: (trial number, genotype) -> (val acc, params, seconds, MACs)."""
+    df = events_df(experiment_id, PREVIOUS_TRIALS, url=url)
+    out: dict[tuple[int, str], TrialResult] = {}
+    for step, data in zip(df["step"], df["data"]) if not df.empty else ():
+        if isinstance(data, dict) and all(k in data for k in ("genotype", "val_acc", "params", "seconds")):
+            result = (float(data["val_acc"]), int(data["params"]), float(data["seconds"]), int(data.get("macs") or 0))
+            out[(int(step), str(data["genotype"]))] = result
+    return out
 
 
 def delete_experiment(experiment_id: int, *, url: str | None = None, remove_files: bool = False) -> bool:

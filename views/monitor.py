@@ -44,13 +44,17 @@ def figure_search(kind: str, data: pd.DataFrame, *args: Any) -> go.Figure:
 
 
 @guarded
-def _retry(exp_id: int) -> None:
+def _retry(exp_id: int, resume: bool = False) -> None:
     """Queue a failed, cancelled or interrupted experiment again and make sure a worker will take it."""
-    if repo.retry_experiment(exp_id) is None:
+    if repo.retry_experiment(exp_id, resume=resume) is None:
         st.toast(f"#{exp_id} cannot be queued again in its current state")
         return
     warning = ensure_worker()
-    st.toast(warning or f"#{exp_id} queued again")
+    st.toast(warning or f"#{exp_id} {'resumed' if resume else 'queued again'}")
+
+
+def _multi_trial(exp: dict[str, Any]) -> bool:
+    return isinstance(STRATEGIES.get(exp["strategy"]), MultiTrialStrategy)
 
 
 def _status(exp: dict[str, Any]) -> None:
@@ -66,7 +70,14 @@ def _status(exp: dict[str, Any]) -> None:
     elif status == "queued":
         worker_hint()
     if status in ("failed", "cancelled", "interrupted"):
-        st.button("Run again", key="retry", on_click=_retry, args=(int(exp["id"]),), icon=":material/replay:")
+        left, right = st.columns([1, 4])
+        left.button("Run again", key="retry", on_click=_retry, args=(int(exp["id"]),), icon=":material/replay:")
+        finished = repo.events_df(int(exp["id"]), "trial") if _multi_trial(exp) else pd.DataFrame()
+        if not finished.empty:  # a multi-trial search can go on from its finished trials
+            right.button(f"Resume ({len(finished)} trials done)", key="resume", on_click=_retry,
+                         args=(int(exp["id"]), True), icon=":material/resume:",
+                         help="Queue it again, reusing every finished trial the search proposes again instead of "
+                              "training it")  # fmt: skip
     st.progress(info.fraction, text=info.text)
     cols = st.columns(4)
     kind = f" ({exp['accuracy_kind']})" if exp.get("accuracy_kind") else ""
@@ -308,7 +319,7 @@ def live(exp_id: int, was_live: bool) -> None:
     if not epochs.empty or exp["status"] in LIVE:
         st.subheader("Training curves")
         st.plotly_chart(figure("training_curves", epochs), key="curves")
-    if isinstance(STRATEGIES.get(exp["strategy"]), MultiTrialStrategy):
+    if _multi_trial(exp):
         _trials(exp)  # no architecture weights: the candidates themselves are the search's record
     elif exp["strategy"] == FIXED.name:
         source = ((exp.get("config") or {}).get("params") or {}).get("source")

@@ -221,6 +221,58 @@ def make_executor(
     return TrialExecutor(settings, data, workers, stop)
 
 
+class ReplayExecutor:
+    """A resumed search's executor: a trial proposed again with the same number and architecture as one the
+    earlier attempt finished gets that attempt's result at once (it would train the same way: its seed is the
+    trial number's); every other trial goes to the wrapped executor. A search that proposes deterministically
+    (one worker) thus replays up to where the earlier attempt stopped; with several workers, trials finish
+    in another order, so evolution's later proposals can differ and only those that match are reused."""
+
+    def __init__(self, inner: TrialExecutor | RayTrialExecutor, known: dict[tuple[int, str], TrialScore]) -> None:
+        self.inner, self.known = inner, dict(known)
+        self.replayed: set[int] = set()
+        self._ready: list[tuple[int, str, TrialScore]] = []
+
+    @property
+    def where(self) -> str:
+        return self.inner.where
+
+    @property
+    def capacity(self) -> int:
+        return self.inner.capacity
+
+    def __enter__(self) -> ReplayExecutor:
+        self.inner.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.inner.__exit__(*exc)
+
+    def submit(self, genotype: str, index: int) -> None:
+        result = self.known.pop((index, genotype), None)
+        if result is None:
+            self.inner.submit(genotype, index)
+        else:
+            self.replayed.add(index)
+            self._ready.append((index, genotype, result))
+
+    def busy(self) -> int:
+        return self.inner.busy() + len(self._ready)
+
+    def next_done(self) -> tuple[int, str, TrialScore]:
+        return self._ready.pop(0) if self._ready else self.inner.next_done()
+
+
+def trial_executor(ctx: SearchContext) -> ReplayExecutor:
+    """The executor the search's ``executor``/``workers`` params ask for, reusing a resumed run's trials."""
+    p = ctx.params
+    inner = make_executor(p["executor"], trial_settings(ctx), ctx.data, p["workers"], ctx.reporter.should_stop)
+    if ctx.replay:
+        ctx.reporter.log(f"resuming: {len(ctx.replay)} trial(s) of the earlier attempt are reused where the search "
+                         "proposes them again (same trial number, same architecture)")  # fmt: skip
+    return ReplayExecutor(inner, ctx.replay)
+
+
 def trial_settings(ctx: SearchContext) -> TrialSettings:
     """What every trial of the search in ``ctx`` shares."""
     cfg = ctx.config
@@ -370,7 +422,7 @@ class MultiTrialStrategy(Strategy):
         ledger = TrialLedger(ctx, total)
         parents: dict[int, int | None] = {}
         submitted = 0
-        with make_executor(p["executor"], trial_settings(ctx), ctx.data, workers, rep.should_stop) as ex:
+        with trial_executor(ctx) as ex:
             rep.log(
                 f"{self.label}: {total} trials of {cfg.epochs} epoch(s) each {trial_size(ctx)}, ranked by "
                 f"{ledger.ranked}; {workers} at once on {ex.where}{self.settings_text(p)}"
@@ -383,9 +435,8 @@ class MultiTrialStrategy(Strategy):
                     submitted += 1
                 index, genotype, score = ex.next_done()
                 parent = parents[index]
-                ledger.land(
-                    index, genotype, score, parent, f"mutant of trial {parent}" if parent is not None else "random"
-                )
+                how = f"mutant of trial {parent}" if parent is not None else "random"
+                ledger.land(index, genotype, score, parent, how + (", reused" if index in ex.replayed else ""))
         return ledger.outcome()
 
     def settings_text(self, p: dict[str, Any]) -> str:

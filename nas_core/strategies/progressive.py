@@ -45,8 +45,7 @@ from nas_core.strategies.multitrial import (
     MultiTrialStrategy,
     Trial,
     TrialLedger,
-    make_executor,
-    trial_settings,
+    trial_executor,
     trial_size,
 )
 from nas_core.surrogate import LSTMEnsemble
@@ -133,7 +132,7 @@ class ProgressiveParetoSearch(MultiTrialStrategy):
         total = self.total_trials(p)
         ledger = TrialLedger(ctx, total)
         stage_of: dict[str, int] = {}  # genotype text -> the stage that trained it
-        with make_executor(p["executor"], trial_settings(ctx), ctx.data, p["workers"], rep.should_stop) as ex:
+        with trial_executor(ctx) as ex:
             rep.log(
                 f"{self.label}: up to {total} trials of {cfg.epochs} epoch(s) each {trial_size(ctx)}, grown node by "
                 f"node over {len(GROWN_NODES)} stages, ranked by {ledger.ranked}; {p['workers']} at once on "
@@ -161,6 +160,8 @@ class ProgressiveParetoSearch(MultiTrialStrategy):
                     how = f"stage {stage}" + (f", extends trial {parent}" if parent is not None else "")
                     if predicted is not None:
                         how += f", predicted {predicted:.4f}"
+                    if index in ex.replayed:
+                        how += ", reused"
                     extra = {"stage": stage, "predicted": predicted}
                     landed.append(ledger.land(index, genotype, score, parent, how, extra))
                 return sorted(landed, key=lambda t: t.index)  # submission order: the order of ``cells``
