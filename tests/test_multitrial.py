@@ -262,3 +262,37 @@ def test_launch_page_queues_random_search_on_the_mobilenet_space(db: str) -> Non
     exp = repo.get_experiment(at.session_state["launched"])
     assert exp["status"] == "queued" and (exp["strategy"], exp["space"]) == ("random", "mobilenet")
     repo.request_cancel(exp["id"])
+
+
+def test_pareto_tournament_is_nsga2s_front_then_crowding() -> None:
+    from nas_core.strategies.multitrial import pareto_keys
+
+    g = "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"
+    alive = [Trial(0, g, 0.9, 0, 0.0, macs=100), Trial(1, g, 0.8, 0, 0.0, macs=50),
+             Trial(2, g, 0.85, 0, 0.0, macs=70), Trial(3, g, 0.7, 0, 0.0, macs=200)]  # fmt: skip
+    keys = pareto_keys(alive)  # A, B, E on the front (E between them), C dominated
+    assert keys[0] == keys[1] == (0, float("inf")) and keys[2] == (0, pytest.approx(2.0)) and keys[3][0] == -1
+    sp, rng = get_space("nb201"), random.Random(0)
+    # the whole population in the tournament: the front's extremes tie, the younger (B) wins; by accuracy: A
+    assert evolve(rng, 4, alive, sp, 4, 4, pareto=True)[1] == 1
+    assert evolve(rng, 4, alive, sp, 4, 4)[1] == 0
+
+
+def test_evolution_with_the_pareto_objective_reports_the_front(tmp_path) -> None:
+    params = {"trials": 4, "population": 2, "sample_size": 2, "objective": "pareto"}
+    cfg = ExperimentConfig(strategy="evolution", space="nb201", **TINY, params=params)
+    rep = MemoryReporter(workdir=tmp_path)
+    res = run_experiment(cfg, rep)
+    trials = {step: d for kind, step, d in rep.events if kind == "trial"}
+    top = max(d["val_acc"] for d in trials.values())
+    best = min((d for d in trials.values() if d["val_acc"] == top), key=lambda d: d["macs"])
+    assert res.genotype == best["genotype"]
+    logs = [m for _, _, m in rep.logs]
+    assert any("ranked by validation accuracy and MACs (Pareto fronts" in m for m in logs)
+    (front,) = [m for m in logs if m.startswith("Pareto front of all trials (val acc against MACs): trials ")]
+    listed = [int(i) for i in front.rsplit("trials ", 1)[1].split(", ")]
+    for i in listed:  # nothing on the front is dominated by another trial
+        a = trials[i]
+        assert not any(b["val_acc"] >= a["val_acc"] and b["macs"] <= a["macs"]
+                       and (b["val_acc"], b["macs"]) != (a["val_acc"], a["macs"]) for b in trials.values())  # fmt: skip
+    assert min(trials, key=lambda i: (-trials[i]["val_acc"], trials[i]["macs"])) in listed

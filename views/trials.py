@@ -9,6 +9,7 @@ import streamlit as st
 
 from nas_core import viz, viz_search
 from nas_core.config import ConfigError
+from nas_core.pareto import pareto_mask
 from nas_core.strategies.fixed import retrain_config
 from storage import repo
 from views.common import PAGES, ensure_worker
@@ -24,6 +25,7 @@ def trials_section(exp: dict[str, Any]) -> None:
         return
     points, x = viz_search.trial_points(table)
     st.plotly_chart(viz.pareto_2d(points, x=x, color_by="origin"), key="trial_pareto")
+    table["front"] = pareto_mask(points, [("accuracy", "max"), (x, "min")])  # rows in the same order
     if "macs" not in table.columns:  # trials recorded before MACs were
         table["macs"] = float("nan")
     key = "reward" if "reward" in table.columns else "val_acc"  # objective=mnas ranks by MnasNet's reward
@@ -31,12 +33,14 @@ def trials_section(exp: dict[str, Any]) -> None:
     if grown and "predicted" not in table.columns:
         table["predicted"] = float("nan")
     columns = ["trial", *(["stage"] if grown else []), "val_acc", *(["predicted"] if grown else []),
-               *(["reward"] if key == "reward" else []), "parent", "params", "macs", "seconds", "genotype"]  # fmt: skip
+               *(["reward"] if key == "reward" else []), "front", "parent", "params", "macs", "seconds",
+               "genotype"]  # fmt: skip
     table = table.rename(columns={"step": "trial"})[columns]
     best = table.loc[table[key].idxmax()]
     ranked = f"reward {best['reward']:.4f}, " if key == "reward" else ""
     st.caption(f"{len(table)} trial(s) finished; best: trial {int(best['trial'])} ({ranked}validation accuracy "
-               f"{best['val_acc']:.4f}). Sorted best first by {key.replace('_', ' ')}; parent = the trial it "
+               f"{best['val_acc']:.4f}). Sorted best first by {key.replace('_', ' ')}; front = on the accuracy-"
+               f"{'MACs' if x == 'macs' else 'params'} Pareto front; parent = the trial it "
                + ("grows by one node; predicted = the accuracy predictor's estimate before training (progressive)."
                   if grown else "mutates (evolution)."))  # fmt: skip
     number = st.column_config.NumberColumn

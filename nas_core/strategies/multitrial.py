@@ -19,7 +19,10 @@ choice on the MobileNetV2-style space.
 
 Trials are ranked by validation accuracy, or (``objective=mnas``) by MnasNet's reward (Tan et al., CVPR
 2019) acc x (MACs / ``target_mmacs``)^w, w = ``mnas_alpha`` at or under the target and ``mnas_beta`` over it
-(the paper's soft constraint: both -0.07), which makes the tournament and the final pick cost-aware.
+(the paper's soft constraint: both -0.07), which makes the tournament and the final pick cost-aware; or
+(``objective=pareto``) by validation accuracy and MACs together: evolution's tournament is NSGA-II's (front,
+then crowding distance), and the search's pick is the front's most accurate trial. Every search logs the
+trials' accuracy-MACs front, and the Monitor can train any trial at the final size.
 
 On ``mobilenet`` the candidates are ProxylessNAS's space: every searchable block of the search table for
 the input size (``digits``, ``cifar-search``, ``imagenet-search``) one of the six MBConvs
@@ -36,11 +39,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import pandas as pd
 import torch
 
 from nas_core.config import ConfigError, ExperimentConfig, ParamSpec
 from nas_core.data import Dataset
 from nas_core.metrics import count_macs, count_params
+from nas_core.pareto import crowding_distance, nondominated_ranks, pareto_mask
 from nas_core.reporting import Cancelled
 from nas_core.spaces import get_space
 from nas_core.spaces.mobilenet import search_preset
@@ -49,6 +55,11 @@ from nas_core.train import train_network
 
 if TYPE_CHECKING:
     from nas_core.strategies.ray_executor import RayTrialExecutor
+
+#: what trials can be ranked by (the ``objective`` parameter)
+OBJECTIVES: tuple[str, ...] = ("accuracy", "mnas", "pareto")
+#: the two objectives of ``objective=pareto`` and of the front every search reports
+TRIAL_OBJECTIVES: list[tuple[str, str]] = [("val_acc", "max"), ("macs", "min")]
 
 #: rough cost of one trial epoch at the search size against one final-training epoch (progress and ETA)
 TRIAL_EPOCH_COST = 0.5
@@ -299,12 +310,11 @@ class TrialLedger:
         self.ctx, self.total = ctx, max(1, total)
         p = ctx.params
         self.mnas = p["objective"] == "mnas"
-        self.ranked = (
-            f"MnasNet's reward (target {p['target_mmacs']:g} M MACs, w = {p['mnas_alpha']:g} under, "
-            f"{p['mnas_beta']:g} over)"
-            if self.mnas
-            else "validation accuracy"
-        )
+        self.ranked = {
+            "mnas": f"MnasNet's reward (target {p['target_mmacs']:g} M MACs, w = {p['mnas_alpha']:g} under, "
+            f"{p['mnas_beta']:g} over)",
+            "pareto": "validation accuracy and MACs (Pareto fronts; the pick: the front's most accurate)",
+        }.get(p["objective"], "validation accuracy")
         self.done: list[Trial] = []
         self.best: Trial | None = None
 
@@ -320,7 +330,7 @@ class TrialLedger:
             score = mnas_reward(acc, macs, p["target_mmacs"] * 1e6, p["mnas_alpha"], p["mnas_beta"])
         trial = Trial(index, genotype, acc, params, secs, parent, macs, score)
         self.done.append(trial)
-        if self.best is None or trial.fitness > self.best.fitness:
+        if self.best is None or self._better(trial, self.best):
             self.best = trial
             rep.genotype(len(self.done), len(self.done), genotype)
         scored = f", reward {score:.4f}" if score is not None else ""
@@ -337,13 +347,22 @@ class TrialLedger:
         ctx.check_stop()
         return trial
 
+    def _better(self, a: Trial, b: Trial) -> bool:
+        """Whether ``a`` ranks above ``b``; under objective=pareto equal accuracy goes to fewer MACs (the front)."""
+        if self.ctx.params["objective"] == "pareto" and a.fitness == b.fitness:
+            return a.macs < b.macs
+        return a.fitness > b.fitness
+
     def outcome(self, extra: dict[str, Any] | None = None) -> SearchOutcome:
         """The best trial as the search's result (trained again at the final size by the pipeline)."""
         best, p = self.best, self.ctx.params
         assert best is not None
         self.ctx.reporter.log(f"best of {len(self.done)} trials by {self.ranked}: trial {best.index}, val acc "
                               f"{best.val_acc:.4f}, {best.macs / 1e6:.2f} M MACs")  # fmt: skip
-        out: dict[str, Any] = {"trials": len(self.done), "best_trial": best.index, "objective": p["objective"]}
+        front = measured_front(self.done)
+        self.ctx.reporter.log(f"Pareto front of all trials (val acc against MACs): trials {', '.join(map(str, front))}")
+        out: dict[str, Any] = {"trials": len(self.done), "best_trial": best.index, "objective": p["objective"],
+                               "front": front}  # fmt: skip
         if best.score is not None:
             out["reward"] = best.score
         return SearchOutcome(best.genotype, best.val_acc, "trial-val", out | (extra or {}))
@@ -368,9 +387,11 @@ class MultiTrialStrategy(Strategy):
             "objective",
             "accuracy",
             "choice",
-            "What trials are ranked by: accuracy (validation), or mnas: MnasNet's reward val acc x "
-            "(MACs / target_mmacs)^w, w = mnas_alpha at or under the target and mnas_beta over it",
-            choices=("accuracy", "mnas"),
+            "What trials are ranked by: accuracy (validation); mnas: MnasNet's reward val acc x "
+            "(MACs / target_mmacs)^w, w = mnas_alpha at or under the target and mnas_beta over it; or pareto: "
+            "validation accuracy and MACs together (evolution's tournament by non-dominated front, then "
+            "crowding distance, as NSGA-II; the result is the front's most accurate trial)",
+            choices=OBJECTIVES,
         ),
         ParamSpec(
             "target_mmacs", 0.0, "float", "MACs target in millions, for objective=mnas (required there)", 0.0, 1e6
@@ -486,7 +507,30 @@ class RegularizedEvolution(MultiTrialStrategy):
     def propose(
         self, rng: random.Random, submitted: int, done: list[Trial], space: Any, p: dict[str, Any], shape: Any
     ) -> tuple[Any, int | None]:
-        return evolve(rng, submitted, done, space, p["population"], p["sample_size"], shape)
+        pareto = p["objective"] == "pareto"
+        return evolve(rng, submitted, done, space, p["population"], p["sample_size"], shape, pareto)
+
+
+def trial_table(trials: list[Trial]) -> pd.DataFrame:
+    """Validation accuracy and MACs of ``trials``, one row each, for the Pareto functions."""
+    return pd.DataFrame({"val_acc": [t.val_acc for t in trials], "macs": [t.macs for t in trials]})
+
+
+def pareto_keys(trials: list[Trial]) -> list[tuple[int, float]]:
+    """NSGA-II's order of ``trials`` as (-front number, crowding distance within its front): larger is better."""
+    table = trial_table(trials)
+    ranks = nondominated_ranks(table, TRIAL_OBJECTIVES)
+    crowd = np.zeros(len(trials))
+    for front in np.unique(ranks):
+        members = np.flatnonzero(ranks == front)
+        crowd[members] = crowding_distance(table.iloc[members], TRIAL_OBJECTIVES)
+    return [(-int(r), float(c)) for r, c in zip(ranks, crowd)]
+
+
+def measured_front(done: list[Trial]) -> list[int]:
+    """Trial indices on the Pareto front of measured validation accuracy against MACs."""
+    mask = pareto_mask(trial_table(done), TRIAL_OBJECTIVES)
+    return sorted(t.index for t, on in zip(done, mask) if on)
 
 
 def population_of(done: list[Trial], size: int) -> list[Trial]:
@@ -502,15 +546,21 @@ def evolve(
     population: int,
     sample_size: int,
     input_shape: Any = None,
+    pareto: bool = False,
 ) -> tuple[Any, int | None]:
     """The first ``population`` candidates are random; then the winner of a tournament of ``sample_size``
     living members (ties: the younger) is mutated. With several workers a tournament may start before the
-    whole first population has finished: it then draws from those that have (at least one always has)."""
+    whole first population has finished: it then draws from those that have (at least one always has).
+
+    ``pareto``: the tournament is NSGA-II's (Deb et al., 2002) over validation accuracy and MACs: the member on
+    the better non-dominated front of the living population wins, then the one with the larger crowding
+    distance on that front (the less crowded part of the front), then the younger."""
     if submitted < population or not done:
         return space.sample(rng, input_shape), None
     alive = population_of(done, population)
     contenders = rng.sample(range(len(alive)), min(sample_size, len(alive)))  # positions: later = younger
-    parent = alive[max(contenders, key=lambda i: (alive[i].fitness, i))]
+    keys = pareto_keys(alive) if pareto else [(0, t.fitness) for t in alive]
+    parent = alive[max(contenders, key=lambda i: (*keys[i], i))]
     return space.mutate(parent.genotype, rng), parent.index
 
 

@@ -197,16 +197,7 @@ class ProgressiveParetoSearch(MultiTrialStrategy):
                 tau, _ = rank_correlations([predicted[i] for i in picked], [t.val_acc for t in previous])
                 if not math.isnan(tau):
                     rep.log(f"stage {stage}: Kendall tau of predicted against measured accuracy {tau:+.3f}")
-        front = measured_front(ledger.done, p["cost"])
-        rep.log(f"Pareto front of all trials (val acc against {p['cost']}): trials {', '.join(map(str, front))}")
-        return ledger.outcome({"beam": p["beam"], "cost": p["cost"], "front": front})
-
-
-def measured_front(done: list[Trial], cost: str) -> list[int]:
-    """Trial indices on the Pareto front of measured validation accuracy against ``cost`` (macs or params)."""
-    table = pd.DataFrame({"acc": [t.val_acc for t in done], "cost": [getattr(t, cost) for t in done]})
-    mask = pareto_mask(table, [("acc", "max"), ("cost", "min")])
-    return sorted(t.index for t, on in zip(done, mask) if on)
+        return ledger.outcome({"beam": p["beam"], "cost": p["cost"]})
 
 
 PROGRESSIVE = ProgressiveParetoSearch()
