@@ -33,7 +33,7 @@ from nas_core.reporting import MemoryReporter  # noqa: E402
 from nas_core.spaces import get_space  # noqa: E402
 from nas_core.spaces.nb201 import EDGE_PAIRS, NB201Genotype  # noqa: E402
 from nas_core.strategies import STRATEGIES, SearchContext  # noqa: E402
-from nas_core.strategies.progressive import EdgeCosts  # noqa: E402
+from nas_core.strategies.growers import EdgeCosts  # noqa: E402
 
 
 def main() -> int:

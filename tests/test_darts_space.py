@@ -118,6 +118,10 @@ PAIRS4 = "('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('sep_c
     [
         (_bad(normal="[" + PAIRS4 * 4 + "]"), ["normal cell", "expected 8", "got 16"]),
         (_bad(normal="[('sep_conv_3x3', 0)]"), ["normal cell", "expected 8", "got 1"]),
+        (  # a one-node cell (as progressive search grows them) concatenates node 2 only
+            _bad(normal="[('sep_conv_3x3', 0), ('skip_connect', 1)]"),
+            ["normal_concat", "not an intermediate node (2..2)"],
+        ),
         (
             _bad(normal="[" + PAIRS4 + PAIRS4.replace("('sep_conv_3x3', 1)", "('conv_7x7', 1)", 1) + "]"),
             ["normal cell", "node 4", "unknown op 'conv_7x7'"],

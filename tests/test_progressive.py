@@ -17,10 +17,10 @@ from nas_core.metrics import count_macs, count_params
 from nas_core.pareto import crowding_distance, hypervolume_2d, nondominated_ranks, select_by_fronts
 from nas_core.pipeline import run_experiment
 from nas_core.reporting import MemoryReporter
-from nas_core.spaces import get_space
+from nas_core.spaces import darts_partial, get_space
 from nas_core.spaces.nb201 import EDGE_PAIRS, OPS
 from nas_core.spaces.nb201_partial import expand, first_stage, node_edges, output_connected, padded, tokens
-from nas_core.strategies.progressive import EdgeCosts
+from nas_core.strategies.growers import DartsGrower, EdgeCosts
 from nas_core.surrogate import LSTMEnsemble
 from nas_core.viz_search import rank_correlations
 from storage import repo
@@ -103,7 +103,7 @@ def test_predictor_learns_a_ranking_and_is_deterministic() -> None:
 @pytest.mark.parametrize(
     ("params", "space", "field"),
     [({"beam": 1, "workers": 7}, "nb201", "params.workers"), ({"beam": 0}, "nb201", "params.beam"),
-     ({}, "darts", "space")],
+     ({}, "mobilenet", "space"), ({"beam": 1, "workers": 53}, "darts", "params.workers")],
 )  # fmt: skip
 def test_settings_that_cannot_run_are_refused_by_name(params: dict, space: str, field: str) -> None:
     with pytest.raises(ConfigError) as err:
@@ -198,7 +198,7 @@ def test_monitor_draws_a_progressive_run_and_queues_any_trials_final_training(db
 def test_launch_page_queues_a_progressive_search(db: str) -> None:
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
     at.selectbox(key="strategy").set_value("progressive").run()
-    assert at.selectbox(key="space").options == ["NAS-Bench-201 cell"]
+    assert len(at.selectbox(key="space").options) == 2 and "NAS-Bench-201 cell" in at.selectbox(key="space").options
     at.selectbox(key="dataset").set_value("digits")
     at.number_input(key="p_progressive_beam").set_value(3)
     at.selectbox(key="p_progressive_cost").set_value("params")
@@ -209,3 +209,52 @@ def test_launch_page_queues_a_progressive_search(db: str) -> None:
     assert exp["config"]["params"]["beam"] == 3 and exp["config"]["params"]["cost"] == "params"
     assert "trials" not in exp["config"]["params"]
     repo.request_cancel(exp["id"])
+
+
+def test_darts_cells_grow_node_by_node_with_the_reduction_cell_tied() -> None:
+    sp = get_space("darts")
+    stage1 = darts_partial.first_stage()
+    assert len(stage1) == 49 and all(g.normal == g.reduce and g.normal_concat == (2,) for g in stage1)
+    assert {tuple(i for _, i in g.normal) for g in stage1} == {(0, 1)}
+    grown = darts_partial.expand(stage1[5], 3)
+    assert len(grown) == 3 * 49 and all(g.normal[:2] == stage1[5].normal and g.normal_concat == (2, 3) for g in grown)
+    grown4 = darts_partial.expand(grown[0], 4)
+    assert len(grown4) == 6 * 49 and len(darts_partial.expand(grown4[0], 5)) == 10 * 49
+    assert all(a != b for g in grown4 for (_, a), (_, b) in zip(g.normal[::2], g.normal[1::2]))  # distinct inputs
+    assert darts_partial.tokens(grown[0]) == [darts_partial.GROWN_OPS.index(op) * 5 + i for op, i in grown[0].normal]
+    assert sp.parse(sp.format(grown[0])) == grown[0]  # a partial cell round-trips through the genotype text
+    with pytest.raises(ValueError, match="with nodes 2..3"):
+        darts_partial.expand(stage1[0], 4)
+
+
+@pytest.mark.parametrize("stage", [1, 2, 4])
+def test_darts_pair_costs_add_up_to_the_whole_networks_counts(stage: int) -> None:
+    sp, shape = get_space("darts"), (3, 8, 8)
+    grower = DartsGrower(sp, (10, shape, 4, 1))
+    rng = random.Random(stage)
+    cells = [darts_partial.first_stage()[rng.randrange(49)]]
+    for node in range(3, stage + 2):
+        cells = [rng.choice(darts_partial.expand(cells[0], node))]
+    cells += [darts_partial.tied(cells[0].normal[:-2] + (("skip_connect", 0), ("max_pool_3x3", 1)))]
+    for g in cells:
+        net = sp.build_network(sp.format(g), 10, shape, 4, 1)
+        assert grower.cost(g, stage, "macs") == count_macs(net, shape)
+        assert grower.cost(g, stage, "params") == count_params(net)
+
+
+@pytest.mark.slow
+def test_progressive_search_on_the_darts_space(tmp_path) -> None:
+    params = {"beam": 1, "first_stage": 3, "predictors": 1}
+    cfg = ExperimentConfig(strategy="progressive", space="darts", **TINY, params=params)
+    rep = MemoryReporter(workdir=tmp_path)
+    res = run_experiment(cfg, rep)
+    sp = get_space("darts")
+    trials = {step: d for kind, step, d in rep.events if kind == "trial"}
+    assert [trials[i]["stage"] for i in range(len(trials))] == [1, 1, 1, 2, 3, 4]
+    last = sp.parse(trials[5]["genotype"])
+    assert len(last.normal) == 8 and last.normal == last.reduce and last.normal_concat == (2, 3, 4, 5)
+    for i in range(3, 6):  # each grows its parent by one node
+        child, parent = sp.parse(trials[i]["genotype"]), sp.parse(trials[trials[i]["parent"]]["genotype"])
+        assert child.normal[: len(parent.normal)] == parent.normal and len(child.normal) == len(parent.normal) + 2
+    assert res.genotype in {d["genotype"] for d in trials.values()} and res.accuracy_kind == "test"
+    assert any("441 new cells grown from the 3 of stage 1" in m for _, _, m in rep.logs)  # 3 x 3 x 49

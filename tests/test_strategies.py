@@ -27,10 +27,12 @@ def _ctx(strategy: str, tmp_path: Path, **over) -> tuple[SearchContext, MemoryRe
     return SearchContext(cfg, get_space(cfg.space), data, rep), rep
 
 
-# TE-NAS trains nothing (tests/test_tenas.py), multi-trial strategies have no alphas (tests/test_multitrial.py);
-# strategies of other spaces have their own test files
+# TE-NAS trains nothing (tests/test_tenas.py), multi-trial strategies have no alphas (tests/test_multitrial.py),
+# `fixed` searches nothing (tests/test_fixed.py); strategies of other spaces have their own test files
 GRADIENT_BASED = sorted(
-    n for n, s in STRATEGIES.items() if n != "tenas" and not isinstance(s, MultiTrialStrategy) and "nb201" in s.spaces
+    n
+    for n, s in STRATEGIES.items()
+    if n not in ("tenas", "fixed") and not isinstance(s, MultiTrialStrategy) and "nb201" in s.spaces
 )
 #: per-strategy extras so one epoch moves the alphas (PC-DARTS's default warm-up is 15 epochs)
 EXTRA_PARAMS = {"pc-darts": {"warmup_epochs": 0}}

@@ -147,7 +147,7 @@ class EvalCell(nn.Module):
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
         states = [self.preprocess0(s0), self.preprocess1(s1)]
-        for i in range(STEPS):
+        for i in range(len(self._indices) // 2):  # 4 nodes, or fewer in a cell grown node by node
             total = None
             for n in (2 * i, 2 * i + 1):
                 h = self._ops[n](states[self._indices[n]])

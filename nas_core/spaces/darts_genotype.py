@@ -48,10 +48,12 @@ def _validate_cell(cell: str, pairs: Any, concat: Any) -> tuple[tuple[Pair, ...]
     """Check one cell's pairs and concat; the error names the cell, the node and the problem."""
     if not isinstance(pairs, (list, tuple)):
         raise GenotypeError(f"{cell} cell: expected a list of (op, input) pairs, got {type(pairs).__name__}")
-    if len(pairs) != 2 * STEPS:
+    if len(pairs) % 2 or not 2 <= len(pairs) <= 2 * STEPS:
         raise GenotypeError(
-            f"{cell} cell: expected {2 * STEPS} (op, input) pairs (2 per node for {STEPS} nodes), got {len(pairs)}"
+            f"{cell} cell: expected {2 * STEPS} (op, input) pairs (2 per node for {STEPS} nodes; a cell grown node by "
+            f"node has 2, 4 or 6), got {len(pairs)}"
         )
+    nodes = len(pairs) // 2
     out: list[Pair] = []
     for n, pair in enumerate(pairs):
         node = 2 + n // 2
@@ -75,8 +77,8 @@ def _validate_cell(cell: str, pairs: Any, concat: Any) -> tuple[tuple[Pair, ...]
         raise GenotypeError(f"{cell}_concat: expected a non-empty list of node indices, got {concat!r}")
     cc: list[int] = []
     for v in concat:
-        if isinstance(v, bool) or not isinstance(v, int) or not 2 <= v <= STEPS + 1:
-            raise GenotypeError(f"{cell}_concat: {v!r} is not an intermediate node (2..{STEPS + 1})")
+        if isinstance(v, bool) or not isinstance(v, int) or not 2 <= v <= nodes + 1:
+            raise GenotypeError(f"{cell}_concat: {v!r} is not an intermediate node (2..{nodes + 1})")
         if v in cc:
             raise GenotypeError(f"{cell}_concat: node {v} listed twice")
         cc.append(v)
@@ -85,7 +87,10 @@ def _validate_cell(cell: str, pairs: Any, concat: Any) -> tuple[tuple[Pair, ...]
 
 @dataclass(frozen=True)
 class DartsGenotype:
-    """Both cells of a DARTS architecture: 8 (op, input) pairs and the concatenated nodes, per cell type."""
+    """Both cells of a DARTS architecture: 8 (op, input) pairs and the concatenated nodes, per cell type.
+
+    A cell may also have fewer nodes (2, 4 or 6 pairs), as progressive search grows cells node by node
+    (PNAS): its nodes are 2..1+len(pairs)//2."""
 
     normal: tuple[Pair, ...]
     normal_concat: tuple[int, ...]
@@ -191,10 +196,12 @@ _FIELDS = ("normal", "normal_concat", "reduce", "reduce_concat")
 
 def _from_fields(fields: dict[str, Any]) -> DartsGenotype:
     missing = [f for f in _FIELDS if f not in fields]
-    # Reference genotypes always carry concat; a missing one means the default (all four nodes).
+    # Reference genotypes always carry concat; a missing one means the default (all the cell's nodes).
     for f in ("normal_concat", "reduce_concat"):
         if f in missing:
-            fields[f] = list(DEFAULT_CONCAT)
+            pairs = fields.get(f.removesuffix("_concat"))
+            nodes = len(_flatten_pairs(pairs)) // 2 if isinstance(pairs, (list, tuple)) else STEPS
+            fields[f] = list(range(2, 2 + nodes)) if nodes else list(DEFAULT_CONCAT)
             missing.remove(f)
     if missing:
         raise GenotypeError(f"genotype: missing field(s) {', '.join(missing)}")
@@ -354,7 +361,7 @@ def genotype_dot(g: DartsGenotype) -> str:
         lines.append(f'    label="{CELL_LABELS[cell]} cell"; fontname="Helvetica"; style="rounded"; color="#999999";')
         lines.append(f'    {p}_0 [label="c_{{k-2}}", fillcolor="#c8e6c9"];')
         lines.append(f'    {p}_1 [label="c_{{k-1}}", fillcolor="#c8e6c9"];')
-        for node in range(2, STEPS + 2):
+        for node in range(2, len(pairs) // 2 + 2):
             lines.append(f'    {p}_{node} [label="{node - 2}", shape=circle];')
         lines.append(f'    {p}_out [label="c_{{k}}", fillcolor="#f6e3c8"];')
         for n, (op, idx) in enumerate(pairs):

@@ -410,11 +410,11 @@ class MultiTrialStrategy(Strategy):
     )
 
     def search_units(self, config: ExperimentConfig) -> float:
-        return float(self.total_trials(config.params) * config.epochs) * TRIAL_EPOCH_COST
+        return float(self.total_trials(config) * config.epochs) * TRIAL_EPOCH_COST
 
     def validate(self, config: ExperimentConfig) -> None:
-        if config.params["workers"] > self.total_trials(config.params):
-            raise ConfigError("params.workers", f"more workers than trials ({self.total_trials(config.params)})")
+        if config.params["workers"] > self.total_trials(config):
+            raise ConfigError("params.workers", f"more workers than trials ({self.total_trials(config)})")
         if config.params["executor"] == "ray":
             from nas_core.strategies.ray_executor import RAY_REQUIREMENT, ray_available
 
@@ -432,9 +432,9 @@ class MultiTrialStrategy(Strategy):
         """The next candidate and its parent's trial index (None for a random draw); ``shape`` is the input's."""
         raise NotImplementedError
 
-    def total_trials(self, p: dict[str, Any]) -> int:
+    def total_trials(self, config: ExperimentConfig) -> int:
         """How many trials the search trains in all (progress, and the workers check)."""
-        return int(p["trials"])
+        return int(config.params["trials"])
 
     def search(self, ctx: SearchContext) -> SearchOutcome:
         cfg, p, rep, space = ctx.config, ctx.params, ctx.reporter, ctx.space
