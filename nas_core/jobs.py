@@ -316,7 +316,7 @@ def run_proxies(exp: dict[str, Any], reporter: DBReporter, url: str | None) -> d
 
     from nas_core.data import load_dataset
     from nas_core.proxies import PROXY_SPACES, genotype_proxies
-    from nas_core.spaces import get_space
+    from nas_core.spaces import GenotypeError, get_space
 
     cfg = exp["config"]
     settings = {**PROXY_DEFAULTS, **(cfg.get("settings") or {})}
@@ -348,17 +348,22 @@ def run_proxies(exp: dict[str, Any], reporter: DBReporter, url: str | None) -> d
         data = data_cache[key]
         genotype = get_space(row["space"]).parse(row["genotype"])
         t0 = time.perf_counter()
-        out = genotype_proxies(
-            genotype,
-            data.x_train,
-            data.num_classes,
-            repeats=int(settings["repeats"]),
-            ntk_batch=int(settings["ntk_batch"]) or None,  # 0: the space's reference batch
-            region_samples=int(settings["region_samples"]),
-            init=str(settings["init"]),
-            seed=int(settings["seed"]),
-            check=check,
-        )
+        try:
+            out = genotype_proxies(
+                genotype,
+                data.x_train,
+                data.num_classes,
+                repeats=int(settings["repeats"]),
+                ntk_batch=int(settings["ntk_batch"]) or None,  # 0: the space's reference batch
+                region_samples=int(settings["region_samples"]),
+                init=str(settings["init"]),
+                seed=int(settings["seed"]),
+                check=check,
+            )
+        except GenotypeError as exc:  # e.g. a DARTS cell grown to fewer than 4 nodes: no proxy network for it
+            skipped += 1
+            reporter.log(f"architecture #{row['id']}: {exc}; skipped")
+            continue
         repo.set_architecture_proxies(row["id"], out["ntk_cond"], out["linear_regions"], out["settings"], url=url)
         done += 1
         reporter.log(

@@ -132,3 +132,22 @@ def test_proxy_run_through_the_worker_scores_stored_architectures(db: str, procs
     direct = genotype_proxies(get_space("nb201").parse(ARCH), data.x_train, data.num_classes, **settings)
     assert archs["ntk_cond"].iloc[0] == pytest.approx(direct["ntk_cond"], rel=1e-6)
     assert archs["linear_regions"].iloc[0] == direct["linear_regions"]
+
+
+def test_proxy_run_skips_an_architecture_without_proxy_networks(db: str) -> None:
+    from nas_core.jobs import run_job
+
+    partial = ("Genotype(normal=[('sep_conv_3x3', 0), ('skip_connect', 1)], normal_concat=[2], "
+               "reduce=[('sep_conv_3x3', 0), ('skip_connect', 1)], reduce_concat=[2])")  # fmt: skip
+    exp_id = repo.create_experiment(CONFIG | {"space": "darts", "strategy": "progressive", "params": {}})
+    repo.write_batch(exp_id, architectures=[{"genotype": partial, "space": "darts", "accuracy": 0.5,
+                                             "accuracy_kind": "test"}])  # fmt: skip
+    repo.finish_job(exp_id, "succeeded")
+    ids = [int(i) for i in repo.architectures_df([exp_id])["id"]]
+    run_id = repo.create_proxy_run(ids, {"repeats": 1})
+    out = run_job(run_id, heartbeat=False)
+    assert out["status"] == "succeeded", out["error"]
+    result = repo.get_experiment(run_id)["result"]
+    assert (result["skipped"], result["evaluated"]) == (1, 0)
+    assert repo.logs_df(run_id, tail=None)["message"].str.contains("concatenate nodes.*; skipped").any()
+    assert repo.architectures_df([exp_id])["ntk_cond"].isna().all()
