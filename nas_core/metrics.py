@@ -59,11 +59,15 @@ def _custom_rules() -> dict[type, Any]:
     return rules
 
 
-def count_macs(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
-    """MACs of one image (batch 1) through ``model`` in eval mode, paper convention, via thop."""
+def count_macs(model: nn.Module, input_shape: tuple[int, int, int], *, keep_model: bool = True) -> int:
+    """MACs of one image (batch 1) through ``model`` in eval mode, paper convention, via thop.
+
+    thop leaves counters on the modules it profiles, so it profiles a copy; ``keep_model=False`` profiles
+    ``model`` itself (a network built only to be counted, then dropped), skipping the copy.
+    """
     from thop import profile
 
-    m = copy.deepcopy(model).cpu().float().eval()
+    m = (copy.deepcopy(model) if keep_model else model).cpu().float().eval()
     x = torch.zeros(1, *input_shape)
     macs, _params = profile(m, inputs=(x,), custom_ops=_custom_rules(), verbose=False)
     return int(round(float(macs)))

@@ -80,23 +80,36 @@ def pareto_front_order(
     return positions[np.lexsort(keys)]
 
 
-def nondominated_ranks(df: pd.DataFrame, objectives: Sequence[Objective]) -> np.ndarray:
+def _dominated_by(values: np.ndarray, rows: np.ndarray, chunk: int = 512) -> np.ndarray:
+    """Per row of ``values``, how many of ``rows`` dominate it (all <=, one <), in chunks of ``chunk`` rows so
+    memory stays at chunk x n whatever the number of candidates."""
+    out = np.zeros(len(values), dtype=int)
+    for start in range(0, len(rows), chunk):
+        a = values[rows[start : start + chunk]][:, None, :]
+        b = values[None, :, :]
+        out += (np.all(a <= b, axis=2) & np.any(a < b, axis=2)).sum(axis=0)
+    return out
+
+
+def nondominated_ranks(df: pd.DataFrame, objectives: Sequence[Objective], stop_after: int | None = None) -> np.ndarray:
     """Front number per row (0 = the Pareto front, 1 = the front once front 0 is removed, ...): NSGA-II's sort.
 
-    Rows with a missing objective come after every front (rank = the number of fronts).
+    Rows with a missing objective come after every front (rank = the number of fronts). ``stop_after``: once
+    that many rows are ranked, the rest get the next rank (enough to fill a selection of that size).
     """
     values = _minimisation_matrix(df, objectives)
     ranks = np.full(len(df), -1, dtype=int)
-    left = np.flatnonzero(~np.isnan(values).any(axis=1))
-    front = 0
-    while len(left):
-        sub = values[left]
-        dominated = np.array(
-            [bool((np.all(sub <= sub[i], axis=1) & np.any(sub < sub[i], axis=1)).any()) for i in range(len(sub))]
-        )
-        ranks[left[~dominated]] = front
-        left = left[dominated]
-        front += 1
+    valid = np.flatnonzero(~np.isnan(values).any(axis=1))
+    v = values[valid]
+    count = _dominated_by(v, np.arange(len(v)))  # how many rows dominate each row
+    left = np.ones(len(v), dtype=bool)
+    front, ranked = 0, 0
+    while left.any() and (stop_after is None or ranked < stop_after):
+        members = np.flatnonzero(left & (count == 0))
+        ranks[valid[members]] = front
+        left[members] = False
+        count -= _dominated_by(v, members)
+        front, ranked = front + 1, ranked + len(members)
     ranks[ranks < 0] = front
     return ranks
 
@@ -124,7 +137,7 @@ def select_by_fronts(df: pd.DataFrame, objectives: Sequence[Objective], k: int) 
     thinned to the least crowded rows (ties: the earlier row). Fewer rows than ``k``: all of them."""
     if k >= len(df):
         return np.arange(len(df))
-    ranks = nondominated_ranks(df, objectives)
+    ranks = nondominated_ranks(df, objectives, stop_after=k)
     picked: list[int] = []
     for front in range(int(ranks.max()) + 1):
         members = np.flatnonzero(ranks == front)

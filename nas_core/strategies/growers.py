@@ -24,7 +24,8 @@ Size = tuple[int, tuple[int, int, int], int, int]  # num_classes, input shape, c
 def _measure(space: Any, genotype: Any, size: Size) -> dict[str, int]:
     num_classes, shape, channels, cells = size
     net = space.build_network(space.format(genotype), num_classes, shape, channels, cells)
-    return {"macs": count_macs(net, shape), "params": count_params(net)}
+    params = count_params(net)  # before thop adds its counters
+    return {"macs": count_macs(net, shape, keep_model=False), "params": params}
 
 
 @dataclass(frozen=True)
