@@ -302,7 +302,9 @@ def run_job(
         return _summary(experiment_id, status, result, None)
 
 
-PROXY_DEFAULTS: dict[str, Any] = {"repeats": 3, "ntk_batch": 0, "region_samples": 1000, "init": "kaiming", "seed": 0}
+PROXY_DEFAULTS: dict[str, Any] = {
+    "repeats": 3, "ntk_batch": 0, "region_samples": 1000, "init": "kaiming", "seed": 0, "workers": 1,
+}  # fmt: skip
 
 
 def run_proxies(exp: dict[str, Any], reporter: DBReporter, url: str | None) -> dict[str, Any]:
@@ -359,6 +361,7 @@ def run_proxies(exp: dict[str, Any], reporter: DBReporter, url: str | None) -> d
                 init=str(settings["init"]),
                 seed=int(settings["seed"]),
                 check=check,
+                workers=int(settings["workers"]),  # processes scoring the repeats at once: the same scores
             )
         except GenotypeError as exc:  # e.g. a DARTS cell grown to fewer than 4 nodes: no proxy network for it
             skipped += 1

@@ -76,13 +76,15 @@ def test_compare_queues_proxies_and_plots_them_against_accuracy(tenas_run: int) 
     corr = _frame_with(at, "kendall_tau")
     assert list(corr["n"]) == [1, 1]  # only the TE-NAS architecture has both so far
     assert any("1 architecture(s)" in m.value for m in at.markdown)
+    next(n for n in at.number_input if n.label == "workers").set_value(2)  # the repeats on 2 processes
     at.button[-1].click().run()  # the form's submit button
     _clean(at)
     runs = repo.list_experiments()
     proxies = runs[runs["kind"] == "proxies"]
     assert len(proxies) == 1 and proxies["status"].iloc[0] == "queued"
     arch_id = int(repo.architectures_df([other])["id"].iloc[0])
-    assert repo.get_experiment(int(proxies["id"].iloc[0]))["config"]["architecture_ids"] == [arch_id]
+    queued = repo.get_experiment(int(proxies["id"].iloc[0]))["config"]
+    assert queued["architecture_ids"] == [arch_id] and queued["settings"]["workers"] == 2
     # Run it in this process (the page would have started a worker) and look again.
     assert run_job(int(proxies["id"].iloc[0]), heartbeat=False)["status"] == "succeeded"
     at = _page("views/compare.py")

@@ -107,8 +107,8 @@ def test_proxy_run_through_the_worker_scores_stored_architectures(db: str, procs
     )
     repo.finish_job(exp_id, "succeeded")
     ids = [int(i) for i in repo.architectures_df([exp_id])["id"]]
-    settings = {"repeats": 1, "ntk_batch": 12, "region_samples": 50, "init": "kaiming", "seed": 0}
-    run_id = repo.create_proxy_run(ids, settings)
+    settings = {"repeats": 2, "ntk_batch": 12, "region_samples": 50, "init": "kaiming", "seed": 0}
+    run_id = repo.create_proxy_run(ids, settings | {"workers": 2})  # the repeats on 2 processes
     run = repo.get_experiment(run_id)
     assert run["kind"] == "proxies" and run["status"] == "queued" and run["total_epochs"] == 2
     worker = procs("worker", "--once", "--poll", "0.2")

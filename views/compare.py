@@ -112,7 +112,7 @@ def _proxies(archs: pd.DataFrame, exps: pd.DataFrame) -> None:
         return
     with st.form("proxy_form"):
         st.markdown(f"**{len(missing)} architecture(s)** of these experiments have no proxies yet.")
-        cols = st.columns(4)
+        cols = st.columns(5)
         settings = {
             "repeats": cols[0].number_input("repeats", 1, 20, 3, help="Inits and batches averaged (TE-NAS: 3)"),
             "ntk_batch": cols[1].number_input("NTK batch", 0, 512, 0, help="Samples in the NTK; 0 = TE-NAS's for the "
@@ -120,6 +120,8 @@ def _proxies(archs: pd.DataFrame, exps: pd.DataFrame) -> None:
             "region_samples": cols[2].number_input("region samples", 1, 10_000, 1000,
                                                    help="Inputs per linear-region count (TE-NAS: 1000)"),
             "init": cols[3].selectbox("init", INITS, help="Weight init of the proxy networks"),
+            "workers": cols[4].number_input("workers", 1, 64, 1, help="Processes scoring an architecture's repeats "
+                                            "at once (one core each; the same scores)"),
         }  # fmt: skip
         if st.form_submit_button("Compute proxies in the background", icon=":material/play_arrow:"):
             _queue_proxies(missing, {k: v if k == "init" else int(v) for k, v in settings.items()})
