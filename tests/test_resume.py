@@ -72,6 +72,22 @@ def test_a_resumed_search_reuses_its_finished_trials_and_trains_the_rest(db: str
     assert repo.retry_experiment(exp_id) is not None and repo.previous_trials(exp_id) == {}
 
 
+@pytest.mark.slow
+def test_a_resumed_progressive_search_replays_its_stages(db: str) -> None:
+    cfg = {"strategy": "progressive", "space": "nb201", **TINY, "params": {"beam": 1, "predictors": 2}}
+    exp_id = repo.create_experiment(cfg, name="resume progressive")
+    assert run_job(exp_id, heartbeat=False)["status"] == "succeeded"
+    first = _trials(exp_id)
+    assert len(first) == 6  # 4 one-node cells, then 1 per stage
+    _interrupt_after(db, exp_id, 5)
+    assert repo.retry_experiment(exp_id, resume=True) is not None
+    assert run_job(exp_id, heartbeat=False)["status"] == "succeeded"
+    second = _trials(exp_id)
+    # the predictor refits to the same picks, so stages 1 and 2 are all reused and the last cell is grown again
+    assert all(second[i] == first[i] for i in range(5))
+    assert second[5]["genotype"] == first[5]["genotype"] and second[5]["seconds"] != first[5]["seconds"]
+
+
 def test_retry_refuses_an_experiment_that_did_not_stop(db: str, capsys) -> None:
     exp_id = repo.create_experiment({"strategy": "random", "space": "nb201", **TINY, "params": {"trials": 2}})
     assert main(["retry", str(exp_id)]) == 2
