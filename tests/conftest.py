@@ -15,6 +15,10 @@ import pytest
 # Results' latencies are measured over NAS_LATENCY_SECONDS (3 s by default, for shared machines); the tests run
 # many tiny pipelines and check the measurement itself in test_proxyless.py, so they take just the repeats.
 os.environ.setdefault("NAS_LATENCY_SECONDS", "0")
+# No test process starts a background worker unless its test turns this off and stops the worker itself (the
+# browser tests' dashboard, the autostart test): twice a worker was left running against the default
+# ./nas_runs database, started while an unrelated test ran, by in-process page code after its fixture had ended.
+os.environ.setdefault("NAS_NO_AUTOSTART", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `pytest` from the repository root imports the project without installing it
