@@ -68,3 +68,23 @@ def test_launch_page_refuses_no_architecture_and_queues_a_given_one(db: str) -> 
     exp = repo.get_experiment(at.session_state["launched"])
     assert exp["strategy"] == "fixed" and exp["config"]["params"]["genotype"] == "DARTS_V2"
     repo.request_cancel(exp["id"])
+
+
+@pytest.mark.parametrize(("strategy", "params", "warned"), [("darts", {}, True), ("fixed", {"genotype": "x"}, False)])
+def test_the_collapse_warning_is_for_searches_that_read_weights(db: str, strategy: str, params: dict,
+                                                                warned: bool) -> None:  # fmt: skip
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from storage import repo
+
+    skips = "|skip_connect~0|+|skip_connect~0|none~1|+|skip_connect~0|none~1|nor_conv_3x3~2|"
+    exp_id = repo.create_experiment({"strategy": strategy, "space": "nb201", **TINY, "params": params})
+    repo.finish_job(exp_id, "succeeded", result={"genotype": skips})
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=120).run()
+    at.switch_page("views/monitor.py")
+    at.query_params["id"] = str(exp_id)
+    at.run()
+    assert not at.exception and repo.get_experiment(exp_id)["genotype"] == skips
+    assert any("performance collapse" in w.value for w in at.warning) == warned

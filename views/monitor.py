@@ -199,8 +199,9 @@ def _cell(exp_id: int, exp: dict[str, Any], space: Any) -> None:
     if not genotype:
         st.caption("No genotype derived yet.")
         return
-    flag = viz.collapse_flag(genotype, space)
-    if flag:
+    strategy = STRATEGIES.get(exp["strategy"])
+    flag = viz.collapse_flag(genotype, space) if strategy is None or strategy.derives_from_weights else None
+    if flag:  # DARTS's collapse: a warning about searches that read the cell off architecture weights
         st.warning(flag, icon=":material/warning:")
     try:
         st.graphviz_chart(space.to_dot(genotype))

@@ -68,6 +68,9 @@ class Strategy(ABC):
     #: True when the search itself trains the final network (returns ``SearchOutcome.network``): no final
     #: training phase follows, so progress and ETA give the search the whole run.
     trains_network: bool = False
+    #: True when the architecture is read off trained architecture weights (the DARTS family, ProxylessNAS):
+    #: the Monitor's warning about parameter-free ops taking over (DARTS's collapse) is about such searches only.
+    derives_from_weights: bool = True
 
     def search_units(self, config: ExperimentConfig) -> float:
         """The search's cost in final-training epochs, for progress and ETA (multi-trial: trials x epochs)."""

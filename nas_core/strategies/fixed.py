@@ -31,6 +31,8 @@ def given_genotype(space_name: str, text: str) -> Any:
 class FixedArchitecture(Strategy):
     """The architecture is given; the pipeline trains, measures, stores and exports it."""
 
+    derives_from_weights = False
+
     name = "fixed"
     label = "Given architecture (no search)"
     description = (

@@ -371,6 +371,8 @@ class TrialLedger:
 class MultiTrialStrategy(Strategy):
     """Shared loop: propose candidates, keep ``workers`` trials running, report each one as it lands."""
 
+    derives_from_weights = False
+
     spaces = ("nb201", "darts", "mobilenet")
     common_params: tuple[ParamSpec, ...] = (
         ParamSpec("trials", 20, "int", "Candidates trained and scored in all", 1, 100_000),

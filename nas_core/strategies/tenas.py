@@ -127,6 +127,7 @@ class TENASStrategy(Strategy):
 
     name = "tenas"
     label = "TE-NAS (training-free)"
+    derives_from_weights = False  # it prunes by proxies; its op weights are only the pruning mask
     description = (
         "Training-free: prunes the supernet op by op, ranking ops by how their removal changes the NTK "
         "condition number (trainability) and the number of linear regions (expressivity); on DARTS cells "
