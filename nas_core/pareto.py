@@ -29,6 +29,17 @@ def _minimisation_matrix(df: pd.DataFrame, objectives: Sequence[Objective]) -> n
     return np.column_stack(cols) if cols else np.empty((len(df), 0))
 
 
+def _dominated_by(values: np.ndarray, rows: np.ndarray, chunk: int = 512) -> np.ndarray:
+    """Per row of ``values``, how many of ``rows`` dominate it (all <=, one <), in chunks of ``chunk`` rows so
+    memory stays at chunk x n whatever the number of candidates."""
+    out = np.zeros(len(values), dtype=int)
+    for start in range(0, len(rows), chunk):
+        a = values[rows[start : start + chunk]][:, None, :]
+        b = values[None, :, :]
+        out += (np.all(a <= b, axis=2) & np.any(a < b, axis=2)).sum(axis=0)
+    return out
+
+
 def pareto_mask(df: pd.DataFrame, objectives: Sequence[Objective]) -> np.ndarray:
     """Boolean mask (positional, len(df)) of the non-dominated rows.
 
@@ -38,19 +49,9 @@ def pareto_mask(df: pd.DataFrame, objectives: Sequence[Objective]) -> np.ndarray
     """
     values = _minimisation_matrix(df, objectives)
     mask = np.zeros(len(df), dtype=bool)
-    valid = ~np.isnan(values).any(axis=1)
-    if not valid.any():
-        return mask
-    # Work on distinct points only: duplicates share one verdict, and the quadratic part shrinks.
-    unique, inverse = np.unique(values[valid], axis=0, return_inverse=True)
-    inverse = np.asarray(inverse).reshape(-1)
-    keep = np.ones(len(unique), dtype=bool)
-    for i in range(len(unique)):
-        others = unique[keep]
-        dominates_i = np.all(others <= unique[i], axis=1) & np.any(others < unique[i], axis=1)
-        if dominates_i.any():
-            keep[i] = False
-    mask[np.flatnonzero(valid)] = keep[inverse]
+    valid = np.flatnonzero(~np.isnan(values).any(axis=1))
+    if len(valid):
+        mask[valid] = _dominated_by(values[valid], np.arange(len(valid))) == 0
     return mask
 
 
@@ -78,17 +79,6 @@ def pareto_front_order(
     # np.lexsort sorts by the last key first.
     keys = [values[:, k] for k in reversed(range(values.shape[1]))] + [primary]
     return positions[np.lexsort(keys)]
-
-
-def _dominated_by(values: np.ndarray, rows: np.ndarray, chunk: int = 512) -> np.ndarray:
-    """Per row of ``values``, how many of ``rows`` dominate it (all <=, one <), in chunks of ``chunk`` rows so
-    memory stays at chunk x n whatever the number of candidates."""
-    out = np.zeros(len(values), dtype=int)
-    for start in range(0, len(rows), chunk):
-        a = values[rows[start : start + chunk]][:, None, :]
-        b = values[None, :, :]
-        out += (np.all(a <= b, axis=2) & np.any(a < b, axis=2)).sum(axis=0)
-    return out
 
 
 def nondominated_ranks(df: pd.DataFrame, objectives: Sequence[Objective], stop_after: int | None = None) -> np.ndarray:

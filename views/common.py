@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import pandas as pd
 import streamlit as st
 
-from nas_core.config import ConfigError
+from nas_core.config import ConfigError, ExperimentConfig
 from storage import repo
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -86,6 +86,31 @@ def ensure_worker() -> str | None:
     except Exception as exc:  # noqa: BLE001
         return f"Could not start a local worker ({readable(exc)}); run `python -m nas_core worker` in a terminal."
     return None
+
+
+def queue_experiment(make: Callable[[], ExperimentConfig], state_key: str) -> None:
+    """Build the validated config with ``make``, queue it and make sure a worker will take it; a refusal names
+    the field and queues nothing. The new experiment's id is kept in ``st.session_state[state_key]``."""
+    try:
+        cfg = make()
+    except ConfigError as exc:
+        st.session_state.pop(state_key, None)
+        st.error(f"**{exc.field}**: {exc.message}. Nothing was queued.")
+        return
+    st.session_state[state_key] = repo.create_experiment(cfg.to_dict(), name=cfg.name)
+    warning = ensure_worker()
+    if warning:
+        st.warning(warning)
+
+
+def show_queued(state_key: str, link_label: str) -> None:
+    """The experiment queued under ``state_key`` (if any): a success line and a link to watch it on the Monitor;
+    ``link_label`` may use ``{id}``."""
+    queued = st.session_state.get(state_key)
+    if queued is not None:
+        st.success(f"Experiment #{queued} queued.")
+        st.page_link(PAGES["monitor"], label=link_label.format(id=queued), icon=":material/monitoring:",
+                     query_params={"id": str(queued)})  # fmt: skip
 
 
 def worker_hint() -> None:

@@ -10,7 +10,6 @@ import streamlit as st
 from nas_core.config import (
     FINAL_RECIPE_FIELDS,
     GENERAL_FIELDS,
-    ConfigError,
     ExperimentConfig,
     ParamSpec,
     final_recipe_supported,
@@ -18,8 +17,7 @@ from nas_core.config import (
 from nas_core.data import DATASETS
 from nas_core.spaces import SPACES
 from nas_core.strategies import STRATEGIES
-from storage import repo
-from views.common import PAGES, ensure_worker, guarded
+from views.common import guarded, queue_experiment, show_queued
 
 #: General fields shown up front; final training's under "Final training"; the rest under "Network and runtime".
 MAIN_FIELDS = ("epochs", "seed", "batch_size", "final_epochs")
@@ -56,21 +54,6 @@ def _columns(specs: list[ParamSpec], prefix: str, n: int = 4) -> dict[str, Any]:
         with cols[i % n]:
             values[spec.name] = param_widget(spec, f"{prefix}{spec.name}")
     return values
-
-
-def _queue(config: dict[str, Any]) -> None:
-    """Validate, then queue; a refusal names the field and queues nothing."""
-    try:
-        cfg = ExperimentConfig(**config).validated()  # checks the data set too
-    except ConfigError as exc:
-        st.session_state.pop("launched", None)
-        st.error(f"**{exc.field}**: {exc.message}. Nothing was queued.")
-        return
-    exp_id = repo.create_experiment(cfg.to_dict(), name=cfg.name)
-    st.session_state["launched"] = exp_id
-    warning = ensure_worker()
-    if warning:
-        st.warning(warning)
 
 
 def _final_training(space: str) -> dict[str, Any]:
@@ -126,12 +109,9 @@ def main() -> None:
 
     if submitted:
         spec = f"{dataset}:{folder.strip()}" if folder.strip() else dataset
-        _queue({"strategy": strategy, "space": space, "dataset": spec, "name": name, **general, "params": params})
-    launched = st.session_state.get("launched")
-    if launched is not None:
-        st.success(f"Experiment #{launched} queued.")
-        st.page_link(PAGES["monitor"], label=f"Watch #{launched} on the Monitor page", icon=":material/monitoring:",
-                     query_params={"id": str(launched)})  # fmt: skip
+        config = {"strategy": strategy, "space": space, "dataset": spec, "name": name, **general, "params": params}
+        queue_experiment(lambda: ExperimentConfig(**config).validated(), "launched")  # validated() checks the data
+    show_queued("launched", "Watch #{id} on the Monitor page")
 
 
 main()

@@ -8,11 +8,10 @@ import pandas as pd
 import streamlit as st
 
 from nas_core import viz, viz_search
-from nas_core.config import ConfigError
 from nas_core.pareto import pareto_mask
 from nas_core.strategies.fixed import retrain_config
 from storage import repo
-from views.common import PAGES, ensure_worker
+from views.common import queue_experiment, show_queued
 
 
 def trials_section(exp: dict[str, Any]) -> None:
@@ -77,18 +76,7 @@ def _retrain(exp: dict[str, Any], table: pd.DataFrame) -> None:
     epochs = mid.number_input("Final epochs", value=int(parent.get("final_epochs") or 30), step=1, key="retrain_epochs")
     if right.button("Queue", key="retrain_queue"):
         source = f"experiment {exp['id']}, trial {int(pick)}"
-        try:
-            cfg = retrain_config(parent, str(rows.loc[pick, "genotype"]), source, int(epochs),
-                                 name=f"{exp.get('name') or exp['strategy']} · trial {int(pick)}")  # fmt: skip
-        except ConfigError as exc:
-            st.error(f"**{exc.field}**: {exc.message}. Nothing was queued.")
-            return
-        st.session_state["retrained"] = repo.create_experiment(cfg.to_dict(), name=cfg.name)
-        warning = ensure_worker()
-        if warning:
-            st.warning(warning)
-    queued = st.session_state.get("retrained")
-    if queued is not None:
-        st.success(f"Experiment #{queued} queued.")
-        st.page_link(PAGES["monitor"], label=f"Watch #{queued}", icon=":material/monitoring:",
-                     query_params={"id": str(queued)})  # fmt: skip
+        name = f"{exp.get('name') or exp['strategy']} · trial {int(pick)}"
+        genotype = str(rows.loc[pick, "genotype"])
+        queue_experiment(lambda: retrain_config(parent, genotype, source, int(epochs), name=name), "retrained")
+    show_queued("retrained", "Watch #{id}")
