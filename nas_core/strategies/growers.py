@@ -10,7 +10,7 @@ sums against counting whole networks.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from nas_core.metrics import count_macs, count_params
 from nas_core.spaces import darts_partial, nb201_partial
@@ -62,11 +62,12 @@ class NB201Grower:
 
     space: Any
     size: Size
-    stages: int = len(nb201_partial.GROWN_NODES)
-    vocab: int = len(OPS)
+    stages: ClassVar[int] = len(nb201_partial.GROWN_NODES)
+    vocab: ClassVar[int] = len(OPS)
     _costs: EdgeCosts | None = field(default=None, init=False, repr=False)
 
-    def first_stage(self) -> list[NB201Genotype]:
+    @staticmethod
+    def first_stage() -> list[NB201Genotype]:
         return nb201_partial.first_stage()
 
     def expand(self, g: NB201Genotype, stage: int) -> list[NB201Genotype]:
@@ -134,11 +135,12 @@ class DartsGrower:
 
     space: Any
     size: Size
-    stages: int = len(darts_partial.GROWN_NODES)
-    vocab: int = darts_partial.VOCAB
+    stages: ClassVar[int] = len(darts_partial.GROWN_NODES)
+    vocab: ClassVar[int] = darts_partial.VOCAB
     _costs: dict[int, PairCosts] = field(default_factory=dict, init=False, repr=False)
 
-    def first_stage(self) -> list[DartsGenotype]:
+    @staticmethod
+    def first_stage() -> list[DartsGenotype]:
         return darts_partial.first_stage()
 
     def expand(self, g: DartsGenotype, stage: int) -> list[DartsGenotype]:
@@ -153,10 +155,12 @@ class DartsGrower:
         return self._costs[stage].of(g, cost)
 
 
+#: the grower of each space progressive search runs on
+GROWERS: dict[str, type[NB201Grower] | type[DartsGrower]] = {"nb201": NB201Grower, "darts": DartsGrower}
+
+
 def grower_for(space: Any, size: Size) -> NB201Grower | DartsGrower:
     """The grower of ``space`` (nb201 or darts) for networks of ``size``."""
-    if space.name == "nb201":
-        return NB201Grower(space, size)
-    if space.name == "darts":
-        return DartsGrower(space, size)
-    raise ValueError(f"progressive search grows nb201 and darts cells, not {space.name!r}")
+    if space.name not in GROWERS:
+        raise ValueError(f"progressive search grows {' and '.join(GROWERS)} cells, not {space.name!r}")
+    return GROWERS[space.name](space, size)

@@ -44,7 +44,7 @@ import pandas as pd
 from nas_core.config import ConfigError, ExperimentConfig, ParamSpec
 from nas_core.pareto import pareto_mask, select_by_fronts
 from nas_core.strategies.base import SearchContext, SearchOutcome
-from nas_core.strategies.growers import COSTS, grower_for
+from nas_core.strategies.growers import COSTS, GROWERS, grower_for
 from nas_core.strategies.multitrial import (
     MultiTrialStrategy,
     Trial,
@@ -53,10 +53,6 @@ from nas_core.strategies.multitrial import (
     trial_size,
 )
 from nas_core.surrogate import LSTMEnsemble
-
-#: cells of the first stage and stages, per space (the trial budget: first stage + (stages - 1) x beam)
-FIRST_STAGE = {"nb201": 4, "darts": 49}
-STAGES = {"nb201": 3, "darts": 4}
 
 
 class ProgressiveParetoSearch(MultiTrialStrategy):
@@ -92,10 +88,10 @@ class ProgressiveParetoSearch(MultiTrialStrategy):
     )
 
     def total_trials(self, config: ExperimentConfig) -> int:
-        p = config.params
-        first = FIRST_STAGE[config.space]
+        p, grower = config.params, GROWERS[config.space]
+        first = len(grower.first_stage())
         first = min(first, p["first_stage"]) if p["first_stage"] else first
-        return first + (STAGES[config.space] - 1) * int(p["beam"])
+        return first + (grower.stages - 1) * int(p["beam"])
 
     def validate(self, config: ExperimentConfig) -> None:
         super().validate(config)
