@@ -9,7 +9,9 @@ busy timeout. We emit BEGIN ourselves so that write transactions can take the wr
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,6 +38,24 @@ def is_sqlite(url: str | None = None) -> bool:
     return make_url(resolve_url(url)).get_backend_name() == "sqlite"
 
 
+def _wal(cur: Any, tries: int = 100) -> None:
+    """Put the database in WAL mode (persistent: a file already in it is left alone).
+
+    Switching needs an exclusive lock, and SQLite answers "database is locked" at once, without waiting out
+    busy_timeout, when another process holds one: two processes creating the same fresh file (a dashboard and
+    its first worker) both get here. So the switch is retried for up to ``tries`` x 50 ms.
+    """
+    for attempt in range(tries):
+        try:
+            if str(cur.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == tries - 1:
+                raise
+            time.sleep(0.05)
+
+
 def _sqlite_setup(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -44,7 +64,7 @@ def _sqlite_setup(engine: Engine) -> None:
         try:
             cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA journal_mode=WAL")
+            _wal(cur)
             cur.execute("PRAGMA synchronous=NORMAL")
         finally:
             cur.close()
