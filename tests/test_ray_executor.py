@@ -166,6 +166,26 @@ def test_the_local_ray_instance_listens_on_loopback_only(ray_search: RaySearch) 
     }
 
 
+@pytest.mark.slow
+def test_progressive_search_grows_its_stages_on_ray(tmp_path: Path) -> None:
+    """The progressive search's stages (a barrier each) on Ray tasks, through the same executor wrapper."""
+    params = {"beam": 1, "predictors": 1, "workers": 2, "executor": "ray"}
+    cfg = ExperimentConfig(strategy="progressive", space="nb201", **TINY | {"dataset": "digits"}, params=params)
+    rep = _Watching(workdir=tmp_path / "runs")
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp_path)
+        mp.delenv("PYTHONPATH", raising=False)
+        mp.delenv("RAY_ADDRESS", raising=False)
+        run_experiment(cfg, rep)
+    torch.set_num_threads(threads)
+    assert any("at once on a local Ray instance" in line for _, _, line in rep.logs)
+    trials = {step: d for kind, step, d in rep.events if kind == "trial"}
+    assert [trials[i]["stage"] for i in sorted(trials)] == [1, 1, 1, 1, 2, 3]
+    assert any(c.startswith("ray::") for c in rep.seen.values())
+    assert not _gone_within(set(rep.seen), 10)
+
+
 def test_a_ray_trial_scores_as_it_does_in_process(ray_search: RaySearch) -> None:
     """Same run_trial, same settings, one torch thread: the same accuracy to the last bit."""
     cfg = ray_search.config
