@@ -110,22 +110,25 @@ def trial_points(trials: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     """Multi-trial candidates as architecture rows for :func:`nas_core.viz.pareto_2d`, and its cost axis.
 
     ``trials`` is :func:`event_table` of the ``trial`` events (``step`` = trial index). Validation accuracy
-    goes on the accuracy axis; the cost axis is MACs, or params for trials recorded before MACs were.
+    goes on the accuracy axis; the cost axis is MACs, or params for trials recorded before MACs were (a search
+    that timed its trials also has ``latency_ms``, which the caller may put on that axis instead).
     Each point is labelled by how it was proposed (a random draw or a mutant; progressive search: its stage),
     which colours the chart.
     """
+    missing = pd.Series(np.nan, index=trials.index)  # columns that trials recorded before them lack
     df = pd.DataFrame(
         {
             "id": trials["step"].astype(int),
             "accuracy": pd.to_numeric(trials["val_acc"], errors="coerce"),
             "params": pd.to_numeric(trials.get("params"), errors="coerce"),
-            "macs": pd.to_numeric(trials.get("macs", pd.Series(np.nan, index=trials.index)), errors="coerce"),
+            "macs": pd.to_numeric(trials.get("macs", missing), errors="coerce"),
+            "latency_ms": pd.to_numeric(trials.get("latency_ms", missing), errors="coerce"),
             "genotype": trials.get("genotype"),
             "accuracy_kind": "val",
         }
     )
-    parent = pd.to_numeric(trials.get("parent", pd.Series(np.nan, index=trials.index)), errors="coerce")
-    stage = pd.to_numeric(trials.get("stage", pd.Series(np.nan, index=trials.index)), errors="coerce")
+    parent = pd.to_numeric(trials.get("parent", missing), errors="coerce")
+    stage = pd.to_numeric(trials.get("stage", missing), errors="coerce")
     if stage.notna().any():  # progressive search: the stage (cell size) it was trained at; parent = the cell it grows
         df["origin"] = [f"stage {int(s)}" for s in stage.fillna(0)]
         grows = ["" if pd.isna(p) else f", grows trial {int(p)}" for p in parent]

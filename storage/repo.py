@@ -508,16 +508,18 @@ def retry_experiment(experiment_id: int, *, resume: bool = False, url: str | Non
         return int(job.id)
 
 
-TrialResult = tuple[float, int, float, int]  # validation accuracy, params, seconds, MACs
+TrialResult = tuple[float, int, float, int, float | None]  # val accuracy, params, seconds, MACs, latency ms
 
 
 def previous_trials(experiment_id: int, *, url: str | None = None) -> dict[tuple[int, str], TrialResult]:
-    """The trials a resumed run may reuse: (trial number, genotype) -> (val acc, params, seconds, MACs)."""
+    """The trials a resumed run may reuse: (trial number, genotype) -> (val acc, params, seconds, MACs, latency)."""
     df = events_df(experiment_id, PREVIOUS_TRIALS, url=url)
     out: dict[tuple[int, str], TrialResult] = {}
     for step, data in zip(df["step"], df["data"]) if not df.empty else ():
         if isinstance(data, dict) and all(k in data for k in ("genotype", "val_acc", "params", "seconds")):
-            result = (float(data["val_acc"]), int(data["params"]), float(data["seconds"]), int(data.get("macs") or 0))
+            latency = float(data["latency_ms"]) if data.get("latency_ms") is not None else None
+            result = (float(data["val_acc"]), int(data["params"]), float(data["seconds"]), int(data.get("macs") or 0),
+                      latency)  # fmt: skip
             out[(int(step), str(data["genotype"]))] = result
     return out
 

@@ -246,7 +246,7 @@ def test_launch_page_offers_evolution_refuses_a_bad_population_and_queues_a_good
     assert exp["status"] == "queued" and exp["strategy"] == "evolution"
     assert exp["config"]["params"] == {"trials": 12, "workers": 2, "executor": "process", "population": 6,
                                        "sample_size": 3, "objective": "accuracy", "target_mmacs": 0.0,
-                                       "mnas_alpha": -0.07, "mnas_beta": -0.07}  # fmt: skip
+                                       "mnas_alpha": -0.07, "mnas_beta": -0.07, "latency": False}  # fmt: skip
     repo.request_cancel(exp["id"])
 
 
@@ -296,3 +296,27 @@ def test_evolution_with_the_pareto_objective_reports_the_front(tmp_path) -> None
         assert not any(b["val_acc"] >= a["val_acc"] and b["macs"] <= a["macs"]
                        and (b["val_acc"], b["macs"]) != (a["val_acc"], a["macs"]) for b in trials.values())  # fmt: skip
     assert min(trials, key=lambda i: (-trials[i]["val_acc"], trials[i]["macs"])) in listed
+
+
+@pytest.mark.slow
+def test_trials_can_be_timed_and_charted_against_latency(db: str) -> None:
+    from nas_core.jobs import run_job
+
+    cfg = {"strategy": "random", "space": "nb201", **TINY, "params": {"trials": 3, "latency": True}}
+    exp_id = repo.create_experiment(cfg, name="timed trials")
+    assert run_job(exp_id, heartbeat=False)["status"] == "succeeded", repo.get_experiment(exp_id)["traceback"]
+    trials = repo.events_df(exp_id, "trial")["data"].tolist()
+    assert len(trials) == 3 and all(d["latency_ms"] > 0 for d in trials)
+    assert sum(" ms, " in m for m in repo.logs_df(exp_id, tail=None)["message"]) == 3
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    at.switch_page("views/monitor.py")
+    at.query_params["id"] = str(exp_id)
+    at.run()
+    assert not at.exception
+    (table,) = [d.value for d in at.dataframe if "val_acc" in d.value.columns]
+    assert (table["latency_ms"] > 0).all()
+    at.radio(key="trial_axis").set_value("latency_ms").run()
+    assert not at.exception
+    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    (pareto,) = [c for c in charts if "Pareto front" in json.dumps(c)]
+    assert pareto["layout"]["xaxis"]["title"]["text"] == "Latency (ms)"

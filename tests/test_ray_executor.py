@@ -195,7 +195,8 @@ def test_a_ray_trial_scores_as_it_does_in_process(ray_search: RaySearch) -> None
                              cfg.seed, cfg.channels_last)  # fmt: skip
     data = load_dataset(cfg.dataset, cfg.seed, cfg.val_fraction, cfg.test_fraction,
                         image_size=cfg.image_size, max_train_per_class=cfg.max_train_per_class)  # fmt: skip
-    acc, params, _, macs = run_trial(settings, data, best["genotype"], best["index"])
+    acc, params, _, macs, latency = run_trial(settings, data, best["genotype"], best["index"])
+    assert latency is None  # not asked for
     assert (acc, params, macs) == (best["val_acc"], best["params"], best["macs"])
 
 

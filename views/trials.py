@@ -23,6 +23,10 @@ def trials_section(exp: dict[str, Any]) -> None:
         st.caption("No trial finished yet.")
         return
     points, x = viz_search.trial_points(table)
+    timed = bool(points["latency_ms"].notna().any())  # the search measured its trials' latency (latency=true)
+    names = {"macs": "MACs", "params": "params", "latency_ms": "latency"}
+    if timed:
+        x = st.radio("Cost axis", [x, "latency_ms"], horizontal=True, key="trial_axis", format_func=names.get)
     st.plotly_chart(viz.pareto_2d(points, x=x, color_by="origin"), key="trial_pareto")
     table["front"] = pareto_mask(points, [("accuracy", "max"), (x, "min")])  # rows in the same order
     if "macs" not in table.columns:  # trials recorded before MACs were
@@ -32,14 +36,14 @@ def trials_section(exp: dict[str, Any]) -> None:
     if grown and "predicted" not in table.columns:
         table["predicted"] = float("nan")
     columns = ["trial", *(["stage"] if grown else []), "val_acc", *(["predicted"] if grown else []),
-               *(["reward"] if key == "reward" else []), "front", "parent", "params", "macs", "seconds",
-               "genotype"]  # fmt: skip
+               *(["reward"] if key == "reward" else []), "front", "parent", "params", "macs",
+               *(["latency_ms"] if timed else []), "seconds", "genotype"]  # fmt: skip
     table = table.rename(columns={"step": "trial"})[columns]
     best = table.loc[table[key].idxmax()]
     ranked = f"reward {best['reward']:.4f}, " if key == "reward" else ""
     st.caption(f"{len(table)} trial(s) finished; best: trial {int(best['trial'])} ({ranked}validation accuracy "
                f"{best['val_acc']:.4f}). Sorted best first by {key.replace('_', ' ')}; front = on the accuracy-"
-               f"{'MACs' if x == 'macs' else 'params'} Pareto front; parent = the trial it "
+               f"{names[x]} Pareto front; parent = the trial it "
                + ("grows by one node; predicted = the accuracy predictor's estimate before training (progressive)."
                   if grown else "mutates (evolution)."))  # fmt: skip
     number = st.column_config.NumberColumn
@@ -53,6 +57,7 @@ def trials_section(exp: dict[str, Any]) -> None:
             "reward": number("reward", format="%.4f"),
             "seconds": number("s", format="%.1f"),
             "macs": number("MACs", format="%d"),
+            "latency_ms": number("latency ms", format="%.3f"),
         },
     )
     _retrain(exp, table.sort_values(key, ascending=False))

@@ -24,8 +24,9 @@ class SearchContext:
     reporter: Reporter
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     progress_span: tuple[float, float] = (0.0, 1.0)
-    #: a resumed multi-trial search's finished trials: (trial number, genotype) -> (val acc, params, s, MACs)
-    replay: dict[tuple[int, str], tuple[float, int, float, int]] = field(default_factory=dict)
+    #: a resumed multi-trial search's finished trials: (trial number, genotype) -> (val acc, params, s, MACs,
+    #: latency ms or None)
+    replay: dict[tuple[int, str], tuple[float, int, float, int, float | None]] = field(default_factory=dict)
 
     @property
     def params(self) -> dict[str, Any]:

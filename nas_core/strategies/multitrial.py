@@ -45,7 +45,7 @@ import torch
 
 from nas_core.config import ConfigError, ExperimentConfig, ParamSpec
 from nas_core.data import Dataset
-from nas_core.metrics import count_macs, count_params
+from nas_core.metrics import count_macs, count_params, latency_seconds, measure_latency
 from nas_core.pareto import crowding_distance, nondominated_ranks, pareto_mask
 from nas_core.reporting import Cancelled
 from nas_core.spaces import get_space
@@ -77,9 +77,10 @@ class TrialSettings:
     batch_size: int
     seed: int
     channels_last: bool
+    latency: bool = False  # time each trial's forward pass too (batch 1, one thread)
 
 
-TrialScore = tuple[float, int, float, int]  # validation accuracy, params, seconds, MACs
+TrialScore = tuple[float, int, float, int, float | None]  # val accuracy, params, seconds, MACs, latency ms
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,11 @@ class _Silent:
 def run_trial(
     settings: TrialSettings, data: Dataset, genotype: str, index: int, stop: Callable[[], bool] = lambda: False
 ) -> TrialScore:
-    """Train one candidate from scratch and return (validation accuracy, params, seconds, MACs per image)."""
+    """Train one candidate from scratch and return (validation accuracy, params, seconds, MACs per image,
+    latency in ms or None when ``settings.latency`` is off).
+
+    The latency is the result's measurement (:func:`nas_core.metrics.measure_latency`, over
+    ``NAS_LATENCY_SECONDS``), taken after training, so a trial's seconds include it."""
     t0 = time.perf_counter()
     space = get_space(settings.space)
     torch.manual_seed(settings.seed * 1_000_003 + index)
@@ -150,7 +155,10 @@ def run_trial(
         channels_last=settings.channels_last,
     )
     macs = count_macs(net, data.input_shape)
-    return float(res["val_acc"]), count_params(net), time.perf_counter() - t0, macs
+    latency = None
+    if settings.latency:
+        latency = float(measure_latency(net, data.input_shape, threads=1, min_seconds=latency_seconds())["latency_ms"])
+    return float(res["val_acc"]), count_params(net), time.perf_counter() - t0, macs, latency
 
 
 _worker_state: dict[str, Any] = {}
@@ -289,7 +297,7 @@ def trial_settings(ctx: SearchContext) -> TrialSettings:
     cfg = ctx.config
     return TrialSettings(
         ctx.space.name, cfg.channels, cfg.cells_per_stage, cfg.epochs, cfg.final_lr, cfg.batch_size, cfg.seed,
-        cfg.channels_last,
+        cfg.channels_last, bool(ctx.params["latency"]),
     )  # fmt: skip
 
 
@@ -324,7 +332,7 @@ class TrialLedger:
     ) -> Trial:  # fmt: skip
         """Record one finished trial: log line, series, ``trial`` event (with ``extra``), progress; check cancel."""
         ctx, p, rep = self.ctx, self.ctx.params, self.ctx.reporter
-        acc, params, secs, macs = result
+        acc, params, secs, macs, latency = result
         score = None
         if self.mnas:
             score = mnas_reward(acc, macs, p["target_mmacs"] * 1e6, p["mnas_alpha"], p["mnas_beta"])
@@ -334,15 +342,17 @@ class TrialLedger:
             self.best = trial
             rep.genotype(len(self.done), len(self.done), genotype)
         scored = f", reward {score:.4f}" if score is not None else ""
+        timed = f", {latency:.3f} ms" if latency is not None else ""
         rep.log(f"trial {index} ({how}): val acc {acc:.4f}{scored}, {params:,} params, "
-                f"{macs / 1e6:.2f} M MACs, {secs:.1f} s: {genotype}")  # fmt: skip
+                f"{macs / 1e6:.2f} M MACs{timed}, {secs:.1f} s: {genotype}")  # fmt: skip
         points = {"trial/val_acc": acc, "best/val_acc": self.best.val_acc}
         if score is not None:
             points |= {"trial/reward": score, "best/reward": self.best.fitness}
         rep.series(len(self.done), len(self.done), points)
         data = {"genotype": genotype, "val_acc": acc, "params": params, "macs": macs, "seconds": secs,
                 "parent": parent, **(extra or {})}  # fmt: skip
-        rep.event("trial", index, data if score is None else data | {"reward": score})
+        data |= {"reward": score} if score is not None else {}
+        rep.event("trial", index, data | ({"latency_ms": latency} if latency is not None else {}))
         ctx.report_progress(len(self.done) / self.total, min(ctx.config.epochs, len(self.done)))
         ctx.check_stop()
         return trial
@@ -408,6 +418,13 @@ class MultiTrialStrategy(Strategy):
         ),
         ParamSpec(
             "mnas_beta", -0.07, "float", "Reward exponent over the target (MnasNet soft: -0.07, hard: -1)", -10.0, 0.0
+        ),
+        ParamSpec(
+            "latency",
+            False,
+            "bool",
+            "Also measure each trial's latency (batch 1, one thread, over NAS_LATENCY_SECONDS); trials on several "
+            "workers are timed side by side, so use workers=1 for steady figures",
         ),
     )
 
