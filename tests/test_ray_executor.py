@@ -117,6 +117,19 @@ class RaySearch:
     left: dict[int, str]  # processes below this one that outlived the search (and a short grace)
 
 
+def _run_on_local_ray(cfg: ExperimentConfig, rep: MemoryReporter, work: Path) -> ExperimentResult:
+    """Run ``cfg`` as a user would outside the repository: from ``work``, without PYTHONPATH (Ray's workers get
+    nas_core from the job itself) and without RAY_ADDRESS (a local instance); torch's threads restored after."""
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(work)
+        mp.delenv("PYTHONPATH", raising=False)
+        mp.delenv("RAY_ADDRESS", raising=False)
+        result = run_experiment(cfg, rep)
+    torch.set_num_threads(threads)
+    return result
+
+
 @pytest.fixture(scope="module")
 def ray_search(tmp_path_factory: pytest.TempPathFactory) -> RaySearch:
     """One real search on a local Ray instance, shared by the tests below (Ray's start-up costs seconds)."""
@@ -124,16 +137,9 @@ def ray_search(tmp_path_factory: pytest.TempPathFactory) -> RaySearch:
     cfg = ExperimentConfig(strategy="random", space="nb201", **TINY | {"dataset": "digits"},
                            params={"trials": 3, "workers": 2, "executor": "ray"}).validated()  # fmt: skip
     rep = _Watching(workdir=work / "runs")
-    threads = torch.get_num_threads()
-    with pytest.MonkeyPatch.context() as mp:
-        # Not from the repository root and without PYTHONPATH: Ray's workers get nas_core from the job itself.
-        mp.chdir(work)
-        mp.delenv("PYTHONPATH", raising=False)
-        mp.delenv("RAY_ADDRESS", raising=False)
-        t0 = time.perf_counter()
-        result = run_experiment(cfg, rep)
-        seconds = time.perf_counter() - t0
-    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    result = _run_on_local_ray(cfg, rep, work)
+    seconds = time.perf_counter() - t0
     _gone_within(set(rep.seen), 10)
     return RaySearch(cfg, rep, result, seconds, {p: c for p, c in _descendants().items() if p not in rep.before})
 
@@ -172,13 +178,7 @@ def test_progressive_search_grows_its_stages_on_ray(tmp_path: Path) -> None:
     params = {"beam": 1, "predictors": 1, "workers": 2, "executor": "ray"}
     cfg = ExperimentConfig(strategy="progressive", space="nb201", **TINY | {"dataset": "digits"}, params=params)
     rep = _Watching(workdir=tmp_path / "runs")
-    threads = torch.get_num_threads()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(tmp_path)
-        mp.delenv("PYTHONPATH", raising=False)
-        mp.delenv("RAY_ADDRESS", raising=False)
-        run_experiment(cfg, rep)
-    torch.set_num_threads(threads)
+    _run_on_local_ray(cfg, rep, tmp_path)
     assert any("at once on a local Ray instance" in line for _, _, line in rep.logs)
     trials = {step: d for kind, step, d in rep.events if kind == "trial"}
     assert [trials[i]["stage"] for i in sorted(trials)] == [1, 1, 1, 1, 2, 3]
