@@ -281,8 +281,8 @@ def run_job(
         try:
             from nas_core.pipeline import run_experiment
 
-            replay = repo.previous_trials(experiment_id, url=url)  # a resumed multi-trial search's finished trials
-            res = run_experiment(cfg, reporter, replay=replay) if replay else run_experiment(cfg, reporter)
+            # a resumed multi-trial search's finished trials (none for a first attempt)
+            res = run_experiment(cfg, reporter, replay=repo.previous_trials(experiment_id, url=url))
         except Cancelled:
             reporter.log("cancelled on request", "warning")
             finish("cancelled", message="cancelled on request")

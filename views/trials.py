@@ -24,9 +24,9 @@ def trials_section(exp: dict[str, Any]) -> None:
         return
     points, x = viz_search.trial_points(table)
     timed = bool(points["latency_ms"].notna().any())  # the search measured its trials' latency (latency=true)
-    names = {"macs": "MACs", "params": "params", "latency_ms": "latency"}
     if timed:
-        x = st.radio("Cost axis", [x, "latency_ms"], horizontal=True, key="trial_axis", format_func=names.get)
+        x = st.radio("Cost axis", [x, "latency_ms"], horizontal=True, key="trial_axis",
+                     format_func=lambda a: viz.AXES[a][0])  # fmt: skip
     st.plotly_chart(viz.pareto_2d(points, x=x, color_by="origin"), key="trial_pareto")
     table["front"] = pareto_mask(points, [("accuracy", "max"), (x, "min")])  # rows in the same order
     if "macs" not in table.columns:  # trials recorded before MACs were
@@ -42,8 +42,8 @@ def trials_section(exp: dict[str, Any]) -> None:
     best = table.loc[table[key].idxmax()]
     ranked = f"reward {best['reward']:.4f}, " if key == "reward" else ""
     st.caption(f"{len(table)} trial(s) finished; best: trial {int(best['trial'])} ({ranked}validation accuracy "
-               f"{best['val_acc']:.4f}). Sorted best first by {key.replace('_', ' ')}; front = on the accuracy-"
-               f"{names[x]} Pareto front; parent = the trial it "
+               f"{best['val_acc']:.4f}). Sorted best first by {key.replace('_', ' ')}; front = on the Pareto front "
+               f"of accuracy against {viz.AXES[x][0]}; parent = the trial it "
                + ("grows by one node; predicted = the accuracy predictor's estimate before training (progressive)."
                   if grown else "mutates (evolution)."))  # fmt: skip
     number = st.column_config.NumberColumn

@@ -41,7 +41,7 @@ from typing import Any
 
 import pandas as pd
 
-from nas_core.config import ConfigError, ExperimentConfig, ParamSpec
+from nas_core.config import ExperimentConfig, ParamSpec
 from nas_core.pareto import pareto_mask, select_by_fronts
 from nas_core.strategies.base import SearchContext, SearchOutcome
 from nas_core.strategies.growers import COSTS, GROWERS, grower_for
@@ -92,11 +92,6 @@ class ProgressiveParetoSearch(MultiTrialStrategy):
         first = len(grower.first_stage())
         first = min(first, p["first_stage"]) if p["first_stage"] else first
         return first + (grower.stages - 1) * int(p["beam"])
-
-    def validate(self, config: ExperimentConfig) -> None:
-        super().validate(config)
-        if config.params["beam"] < 1:
-            raise ConfigError("params.beam", "at least one cell per stage")
 
     def settings_text(self, p: dict[str, Any]) -> str:
         first = f"first stage {p['first_stage']} drawn, " if p["first_stage"] else ""
