@@ -12,6 +12,7 @@ NB201 ``TinyNetworkDarts`` (C=3, N=1, every op its own module, TE-NAS's rule of 
 ours evaluates each round's supernet once per repeat, the reference twice per candidate.
 ``--search-dataset cifar10:/path`` runs the full search on real CIFAR-10; ``--cifar-like`` on a temporary
 CIFAR-10-layout folder of random 3x32x32 images (the proxies' cost depends on the shapes, not the pixels).
+``--device cuda`` runs the full search there.
 ``--processes N`` scores the full search's candidates on N single-threaded processes (TE-NAS's ``workers``);
 ``--pool-ab`` times that against ``--threads`` threads in one process, alternately, on first-round settings.
 Numbers are medians of ``--reps`` timed calls after one warm-up call.
@@ -183,6 +184,7 @@ def main() -> None:
     ap.add_argument("--big", action="store_true", help="also time the NTK on 3x32x32 inputs")
     ap.add_argument("--search-dataset", default="digits", help="data set of the full search (default digits)")
     ap.add_argument("--cifar-like", action="store_true", help="full search on random 3x32x32 CIFAR-layout data")
+    ap.add_argument("--device", default="cpu", help="device of the full search (the config's `device`)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     args.workers = args.workers or args.threads
@@ -250,6 +252,7 @@ def main() -> None:
                 dataset=spec,
                 final_epochs=0,
                 threads=args.threads,
+                device=args.device,
                 params={"ntk_batch": 72, "repeats": 3, "region_samples": 1000, "workers": args.processes},
             )
             rep = MemoryReporter(workdir=Path(tmp) / "run")
@@ -258,7 +261,7 @@ def main() -> None:
             total = time.perf_counter() - t
         what = "random 3x32x32 CIFAR-layout data" if args.cifar_like else spec
         print(f"\nfull NB201 TE-NAS prune on {what} (batch 72, 3 repeats, 1000 region samples, kaiming, "
-              f"{args.processes} worker process(es), {args.threads} thread(s)):")  # fmt: skip
+              f"{args.processes} worker process(es), {args.threads} thread(s), device {args.device}):")  # fmt: skip
         rounds: dict[int, dict[str, float]] = {}
         for step, _, name, value in rep.series_points:
             rounds.setdefault(step, {})[name] = value

@@ -105,7 +105,7 @@ def _config_from_args(args: argparse.Namespace) -> Any:
     from nas_core.data import check_dataset
 
     raw: dict[str, Any] = {"strategy": args.strategy, "space": args.space, "dataset": args.dataset}
-    for key in ("epochs", "seed", "final_epochs", "name", *FINAL_RECIPE_FLAGS):
+    for key in ("epochs", "seed", "final_epochs", "name", "device", *FINAL_RECIPE_FLAGS):
         value = getattr(args, key)
         if value is not None:
             raw[key] = value
@@ -116,10 +116,12 @@ def _config_from_args(args: argparse.Namespace) -> Any:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from nas_core.devices import resolve_device
     from nas_core.jobs import run_job
     from storage import repo
 
     cfg = _config_from_args(args)
+    resolve_device(cfg.device)  # runs here: a GPU this machine lacks is refused before anything is stored
     repo.init_db(args.db)
     claimed_by = f"cli-{socket.gethostname()}-{os.getpid()}"
     exp_id = repo.create_experiment(cfg.to_dict(), cfg.name, url=args.db, claimed_by=claimed_by)
@@ -401,6 +403,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from nas_core.data import check_dataset
+    from nas_core.devices import parse_device
     from nas_core.reporting import MemoryReporter
     from nas_core.train import train_genotype
     from storage.settings import runs_dir
@@ -439,6 +442,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         threads=args.threads,
         drop_path=args.drop_path,
         cutout=args.cutout,
+        device=parse_device(args.device),
         **options,
     )
     if not args.json:
@@ -462,6 +466,7 @@ def cmd_proxies(args: argparse.Namespace) -> int:
     import torch
 
     from nas_core.data import check_dataset, load_dataset
+    from nas_core.devices import resolve_device
     from nas_core.proxies import INITS, PROXY_SPACES, genotype_proxies
 
     checks = [("repeats", 1), ("batch", 2), ("region_samples", 1), ("seed", 0), ("workers", 1)]
@@ -476,12 +481,13 @@ def cmd_proxies(args: argparse.Namespace) -> int:
         raise UsageError(f"--space: proxies are implemented for {', '.join(PROXY_SPACES)}, not {args.space!r}")
     check_dataset(args.dataset)
     sp, g = _space_and_genotype(args.space, args.genotype)
+    device = resolve_device(args.device)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     data = load_dataset(args.dataset, args.seed)
     scores = genotype_proxies(g, data.x_train, data.num_classes, repeats=args.repeats, ntk_batch=args.batch,
                               region_samples=args.region_samples, init=args.init, seed=args.seed,
-                              workers=args.workers)  # fmt: skip
+                              workers=args.workers, device=str(device))  # fmt: skip
     settings = scores.pop("settings")
     out = {"space": sp.name, "genotype": sp.format(g), "dataset": args.dataset, **scores, "repeats": args.repeats,
            "batch": settings["ntk_batch"], "region_samples": args.region_samples, "init": args.init,
@@ -497,6 +503,12 @@ def cmd_proxies(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------------------------------
 # parser
+
+
+DEVICE_HELP = (
+    "where training runs: auto (default: the first CUDA GPU if there is one, else the CPU), cpu, cuda, cuda:N, "
+    "mps; MACs, exports and latency stay on the CPU"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -518,6 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--epochs", type=int, help="search epochs")
         p.add_argument("--seed", type=int, help="random seed")
         p.add_argument("--name", help="experiment name")
+        p.add_argument("--device", help=DEVICE_HELP)
         p.add_argument(
             "--final-epochs",
             dest="final_epochs",
@@ -665,6 +678,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--batch-size", dest="batch_size", type=int, default=64)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     darts_network_flags(p)
     p.add_argument("--cutout", type=int, default=0, metavar="N", help="darts: cutout of N pixels (DARTS: 16; 0 = off)")
     p.add_argument(
@@ -697,6 +711,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--workers", type=int, default=1, help="processes scoring the repeats at once, one thread each (default 1)"
     )
+    p.add_argument("--device", default="auto", help="where the proxy nets run: auto (default), cpu, cuda, cuda:N")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_proxies)
     return parser

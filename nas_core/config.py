@@ -161,6 +161,14 @@ GENERAL_FIELDS: tuple[ParamSpec, ...] = (
         1,
         256,
     ),
+    ParamSpec(
+        "device",
+        "auto",
+        "text",
+        "Where the search and the final training run: auto (the first CUDA GPU if the worker's machine has one, "
+        "else the CPU), cpu, cuda, cuda:N or mps. MACs, exports and the results' latency (batch 1, one CPU "
+        "thread) stay on the CPU, so results from different machines compare",
+    ),
     ParamSpec("channels_last", True, "bool", "Use channels-last memory format (faster convs on CPU)"),
     ParamSpec(
         "compile",
@@ -314,6 +322,7 @@ class ExperimentConfig:
     final_drop_path: float = 0.0
     final_cutout: int = 0
     threads: int = 1
+    device: str = "auto"
     channels_last: bool = True
     compile: bool = False
     val_fraction: float = 0.2
@@ -341,6 +350,7 @@ class ExperimentConfig:
     def validated(self) -> ExperimentConfig:
         """Return a copy with coerced types and strategy defaults filled in, or raise ConfigError."""
         from nas_core.data import absolute_dataset, check_dataset, input_shape
+        from nas_core.devices import parse_device
         from nas_core.spaces import SPACES
         from nas_core.strategies import STRATEGIES
 
@@ -355,6 +365,7 @@ class ExperimentConfig:
         values: dict[str, Any] = {}
         for name, spec in _GENERAL.items():
             values[name] = spec.coerce(getattr(self, name), where="")
+        values["device"] = parse_device(values["device"])  # whether it exists is the worker machine's question
         if values["val_fraction"] + values["test_fraction"] >= 0.8:
             raise ConfigError("test_fraction", "validation + test fractions must leave at least 20% for training")
         _check_final_recipe(SPACES[self.space], values)

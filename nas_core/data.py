@@ -8,6 +8,7 @@ Nothing is ever downloaded.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -68,6 +69,18 @@ class Dataset:
     def input_shape(self) -> tuple[int, int, int]:
         c, h, w = self.x_train.shape[1:]
         return int(c), int(h), int(w)
+
+    @property
+    def device(self) -> torch.device:
+        return self.x_train.device
+
+    def to(self, device: torch.device | str) -> Dataset:
+        """The same splits on ``device`` (self when they are there already): a run moves its data once, whole."""
+        device = torch.device(device)
+        if self.x_train.device == device:
+            return self
+        moved = {k: getattr(self, k).to(device) for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")}
+        return dataclasses.replace(self, **moved)
 
     def summary(self) -> str:
         c, h, w = self.input_shape
@@ -296,7 +309,8 @@ def batches(
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Mini-batches over in-memory tensors (no DataLoader overhead for data that fits in memory)."""
     n = len(y)
-    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)  # the CPU stream, any device
+    order = order.to(x.device)
     for start in range(0, n, batch_size):
         idx = order[start : start + batch_size]
         yield x[idx], y[idx]

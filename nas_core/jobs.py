@@ -245,7 +245,9 @@ def run_job(
     workdir = repo.experiment_workdir(experiment_id)
     workdir.mkdir(parents=True, exist_ok=True)
     reporter = DBReporter(experiment_id, url, workdir, echo=echo)
-    repo.start_experiment(experiment_id, job_id=job_id, device=_device(), url=url)
+    raw = exp.get("config") or {}
+    spec = (raw.get("settings") or {}) if exp.get("kind") == "proxies" else raw
+    repo.start_experiment(experiment_id, job_id=job_id, device=_device(spec.get("device", "auto")), url=url)
 
     def finish(status: str, **kw: Any) -> None:
         try:
@@ -304,6 +306,7 @@ def run_job(
 
 PROXY_DEFAULTS: dict[str, Any] = {
     "repeats": 3, "ntk_batch": 0, "region_samples": 1000, "init": "kaiming", "seed": 0, "workers": 1,
+    "device": "auto",
 }  # fmt: skip
 
 
@@ -317,12 +320,14 @@ def run_proxies(exp: dict[str, Any], reporter: DBReporter, url: str | None) -> d
     import torch
 
     from nas_core.data import load_dataset
+    from nas_core.devices import resolve_device
     from nas_core.proxies import PROXY_SPACES, genotype_proxies
     from nas_core.spaces import GenotypeError, get_space
 
     cfg = exp["config"]
     settings = {**PROXY_DEFAULTS, **(cfg.get("settings") or {})}
     torch.set_num_threads(int(settings.pop("threads", 1)))
+    device = resolve_device(settings["device"])
     rows = repo.architecture_rows(cfg.get("architecture_ids") or [], url=url)
     total = len(rows)
     reporter.log(f"training-free proxies for {total} architecture(s); settings {settings}")
@@ -362,6 +367,7 @@ def run_proxies(exp: dict[str, Any], reporter: DBReporter, url: str | None) -> d
                 seed=int(settings["seed"]),
                 check=check,
                 workers=int(settings["workers"]),  # processes scoring the repeats at once: the same scores
+                device=str(device),
             )
         except GenotypeError as exc:  # e.g. a DARTS cell grown to fewer than 4 nodes: no proxy network for it
             skipped += 1
@@ -375,14 +381,16 @@ def run_proxies(exp: dict[str, Any], reporter: DBReporter, url: str | None) -> d
         )
         reporter.progress((i + 1) / total, "proxies", i + 1, total)
     reporter.progress(1.0, "done", total, total)
-    return {"evaluated": done, "skipped": skipped, "device": _device(), "accuracy_kind": None}
+    return {"evaluated": done, "skipped": skipped, "device": _device(device), "accuracy_kind": None}
 
 
-def _device() -> str | None:
-    """The device the pipeline runs on (it trains on the CPU); refined from the result when it ends."""
+def _device(spec: object = "cpu") -> str | None:
+    """The name of the device a run's ``device`` setting gives here (None when it gives none: the run itself
+    then fails naming the setting); refined from the result when it ends."""
     try:
+        from nas_core.devices import resolve_device
         from nas_core.metrics import device_name
 
-        return device_name("cpu")
-    except Exception:  # noqa: BLE001 - only a label; a broken import is reported by the run itself
+        return device_name(resolve_device(spec))
+    except Exception:  # noqa: BLE001 - only a label; a bad setting or a broken import is reported by the run itself
         return None

@@ -16,6 +16,7 @@ import torch
 
 from nas_core.config import ExperimentConfig, final_network_options
 from nas_core.data import load_dataset
+from nas_core.devices import device_text, resolve_device
 from nas_core.export import export_all, sha256
 from nas_core.metrics import device_name, latency_seconds, profile_network
 from nas_core.reporting import ArchitectureRecord, Reporter
@@ -77,14 +78,15 @@ def run_experiment(
     latency_s = latency_seconds()  # a bad NAS_LATENCY_SECONDS fails here, not after the search
     torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
-    device = torch.device("cpu")
+    device = resolve_device(cfg.device)  # a GPU this machine lacks fails here, naming `device`
     reporter.workdir.mkdir(parents=True, exist_ok=True)
     strategy = get_strategy(cfg.strategy)
     space = get_space(cfg.space)
     data = load_dataset(cfg.dataset, cfg.seed, cfg.val_fraction, cfg.test_fraction,
-                        image_size=cfg.image_size, max_train_per_class=cfg.max_train_per_class)  # fmt: skip
+                        image_size=cfg.image_size, max_train_per_class=cfg.max_train_per_class).to(device)  # fmt: skip
     reporter.log(f"data: {data.summary()}")
-    reporter.log(f"strategy {strategy.label} on {space.label}; {cfg.threads} thread(s) on {device_name(device)}")
+    where = f"{cfg.threads} thread(s) on {device_name(device)}" if device.type == "cpu" else device_text(device)
+    reporter.log(f"strategy {strategy.label} on {space.label}; {where}")
     final_options = final_network_options(space, cfg.final_layers, cfg.final_auxiliary)
 
     search_units = strategy.search_units(cfg)
@@ -137,6 +139,7 @@ def run_experiment(
         accuracy, kind = outcome.accuracy, outcome.accuracy_kind
     train_seconds = time.perf_counter() - t1
 
+    net = net.cpu()  # counted, timed and exported on the CPU whatever it trained on
     prof = profile_network(net, data.input_shape, threads=1, min_seconds=latency_s)
     reporter.log(
         f"params {prof['params']:,}, MACs {prof['macs'] / 1e6:.3f} M, latency {prof['latency_ms']:.3f} ms "

@@ -240,7 +240,7 @@ def ntk_condition_number(model: nn.Module, x: torch.Tensor, *args: torch.Tensor,
             rows[i] = torch.cat([t.reshape(-1) for t in g if t is not None])
 
     workers = min(n, workers if workers > 0 else torch.get_num_threads())
-    if workers <= 1:
+    if workers <= 1 or x.device.type != "cpu":  # a GPU runs the passes one after the other anyway
         backward(range(n), single_thread=False)
     else:
         with ThreadPoolExecutor(workers) as pool:
@@ -292,7 +292,9 @@ def activation_patterns(model: nn.Module, batches: Sequence[torch.Tensor], *args
             for xb in batches:
                 captured.clear()
                 model(xb, *args)
-                rows.append(torch.cat(captured, 1) if captured else torch.zeros(len(xb), 0, dtype=torch.bool))
+                rows.append(
+                    torch.cat(captured, 1) if captured else torch.zeros(len(xb), 0, dtype=torch.bool, device=xb.device)
+                )
     finally:
         for h in handles:
             h.remove()
@@ -328,11 +330,9 @@ def region_inputs(x_train: torch.Tensor, samples: int, batches: int, generator: 
     if h < 3 or w < 3:
         raise ValueError(f"linear regions need images of at least 3x3, got {h}x{w}")
     total = samples * batches
-    idx = torch.randint(n_img, (total,), generator=generator)
-    c = torch.randint(ch, (total,), generator=generator)
-    top = torch.randint(h - 2, (total,), generator=generator)
-    left = torch.randint(w - 2, (total,), generator=generator)
-    ar = torch.arange(3)
+    draw = [torch.randint(k, (total,), generator=generator) for k in (n_img, ch, h - 2, w - 2)]  # the CPU stream
+    idx, c, top, left = (t.to(x_train.device) for t in draw)
+    ar = torch.arange(3, device=x_train.device)
     crops = x_train[
         idx[:, None, None],
         c[:, None, None],
@@ -422,6 +422,9 @@ class ProxyEvaluator:
     workers: int = 1
     #: the region-count inputs; None draws them from ``x_train`` (a worker replica is handed the parent's)
     region_x: list[torch.Tensor] | None = None
+    #: where the nets run (``x_train`` may live anywhere); inits and draws come from CPU streams, so a setting
+    #: is scored on the same weights and inputs on any device. Not the CPU: ``workers`` is taken as 1
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         self._space = proxy_space(self.space)
@@ -435,18 +438,27 @@ class ProxyEvaluator:
             raise ValueError("region_samples must be >= 1")
         if self.workers < 1:
             raise ValueError("workers must be >= 1")
-        with torch.random.fork_rng():
+        self.device = str(torch.device(self.device))
+        if torch.device(self.device).type != "cpu":
+            self.workers = 1  # processes would share one GPU to no gain
+        with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             self.ntk_net, self.region_net = self._space.build(self.num_classes, int(self.x_train.shape[1]))
+        self.ntk_net.to(self.device)
+        self.region_net.to(self.device)
         if self.region_x is None:
             gen = torch.Generator().manual_seed(self.seed + 7919)
             self.region_x = region_inputs(self.x_train, self.region_samples, self.region_batches, gen)
+        self.region_x = [x.to(self.device) for x in self.region_x]
         self._pool: Any = None
 
     def settings(self) -> dict[str, Any]:
         """What the scores depend on besides the architecture, stored beside them so like is compared with like."""
         n = min(int(self.ntk_batch), len(self.x_train))  # type: ignore[arg-type]
-        return {"ntk_batch": n, "region_samples": self.region_samples, "init": self.init, "seed": self.seed}
+        out = {"ntk_batch": n, "region_samples": self.region_samples, "init": self.init, "seed": self.seed}
+        if torch.device(self.device).type != "cpu":  # same inits and inputs, other float rounding
+            out["device"] = torch.device(self.device).type
+        return out
 
     def evaluate(self, weights_list: Sequence[Any], seed: int, check=None) -> list[tuple[float, int]]:
         """(kappa, regions) per weight setting, for one repeat seeded by ``seed``; ``check()`` between items."""
@@ -484,7 +496,8 @@ class ProxyEvaluator:
         """The NTK batch of the repeat seeded by ``seed``."""
         gen = torch.Generator().manual_seed(seed)
         n = min(int(self.ntk_batch), len(self.x_train))  # type: ignore[arg-type]
-        return self.x_train[torch.randperm(len(self.x_train), generator=gen)[:n]].float()
+        idx = torch.randperm(len(self.x_train), generator=gen)[:n].to(self.x_train.device)
+        return self.x_train[idx].float().to(self.device)
 
     def reinit(self, seed: int) -> torch.Tensor:
         """Initialise both nets for the repeat seeded by ``seed``; returns its NTK batch."""
@@ -492,14 +505,17 @@ class ProxyEvaluator:
         return self.batch(seed)
 
     def init_nets(self, seed: int) -> None:
-        with torch.random.fork_rng():
+        """Draw the nets' weights on the CPU (the same numbers on any device), then put them on the device."""
+        with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            init_proxy(self.ntk_net, self.init, "fan_out")
-            init_proxy(self.region_net, self.init, "fan_in")
+            for net, mode in ((self.ntk_net, "fan_out"), (self.region_net, "fan_in")):
+                init_proxy(net.cpu(), self.init, mode)
+                net.to(self.device)
 
     def score(self, xb: torch.Tensor, args: tuple[torch.Tensor, ...]) -> tuple[float, int]:
         """(kappa, regions) of one weight setting (its forward arguments) on the nets as initialised."""
         ntk = self._space.ntk if self.fast else self._space.ntk_reference
+        args = tuple(a.to(self.device) for a in args)
         return ntk(self.ntk_net, xb, *args), self._space.regions(self.region_net, self.region_x, *args)
 
     def close(self) -> None:
@@ -527,13 +543,15 @@ def genotype_proxies(
     seed: int = 0,
     check=None,
     workers: int = 1,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Both proxies of one stand-alone architecture (NB201 or DARTS), averaged over ``repeats`` inits and batches.
 
     The architecture is its space's proxy supernet with every other op (and, on DARTS, every other edge)
     pruned. The seeds per repeat are those TE-NAS's first round uses, so an architecture scores the same
     here as when a search reaches it with the same settings. ``ntk_batch=None``: the reference's batch for
-    the space (72 on NB201, 14 on DARTS). ``workers`` > 1 scores the repeats on that many processes.
+    the space (72 on NB201, 14 on DARTS). ``workers`` > 1 scores the repeats on that many processes (on the
+    CPU); ``device`` is where the proxy nets run.
     Returns ``ntk_cond``, ``linear_regions``, the per-repeat values and the settings.
     """
     if repeats < 1:
@@ -549,7 +567,7 @@ def genotype_proxies(
     seeds = [seed * 100_003 + r for r in range(repeats)]
     with ProxyEvaluator(
         x_train, num_classes, ntk_batch=ntk_batch, region_samples=region_samples, init=init, seed=seed, space=space,
-        workers=min(workers, repeats),
+        workers=min(workers, repeats), device=device,
     ) as ev:  # fmt: skip
         per_repeat = [row[0] for row in ev.evaluate_repeats([w], seeds, check=check)]
     kappas, regions = [float(k) for k, _ in per_repeat], [float(r) for _, r in per_repeat]

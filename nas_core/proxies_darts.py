@@ -169,7 +169,7 @@ class DartsProxyCell(nn.Module):
                 self._param_free(h, stride, free, on, w_all, parts, index)
             if parts:
                 y = torch.cat(parts, 1) if len(parts) > 1 else parts[0]
-                acc = acc.index_add(1, torch.tensor(index), y)
+                acc = acc.index_add(1, torch.tensor(index, device=y.device), y)
             if src >= 1:  # node src+1 has all its inputs (states 0..src) summed in
                 states.append(acc[:, (src - 1) * c : src * c])
         return acc
@@ -204,7 +204,7 @@ class DartsProxyCell(nn.Module):
         gamma = torch.cat([self._params[k][o][pos] for k, o in blocks])
         beta = torch.cat([self._params[k][o][pos + 1] for k, o in blocks])
         if any(s != 1.0 for s in scale):
-            s = torch.tensor(scale, dtype=y.dtype).repeat_interleave(self.c)
+            s = torch.tensor(scale, dtype=y.dtype, device=y.device).repeat_interleave(self.c)
             gamma, beta = gamma * s, beta * s
         return _batch_norm(y, gamma, beta, self._groups)
 
@@ -247,7 +247,7 @@ class DartsProxyCell(nn.Module):
         p = [self._params[k][_SKIP] for k in fr]
         mix = torch.block_diag(torch.cat([q[0] for q in p]).flatten(1), torch.cat([q[1] for q in p]).flatten(1))
         y = _channel_mix(x, mix)  # [conv_1 of every edge, conv_2 of every edge]
-        scale = torch.tensor([w_all[k][_SKIP] for k in fr], dtype=y.dtype).repeat_interleave(half)
+        scale = torch.tensor([w_all[k][_SKIP] for k in fr], dtype=y.dtype, device=y.device).repeat_interleave(half)
         gamma = torch.cat([q[2][:half] for q in p] + [q[2][half:] for q in p]) * scale.repeat(2)
         beta = torch.cat([q[3][:half] for q in p] + [q[3][half:] for q in p]) * scale.repeat(2)
         parts.append(_batch_norm(y, gamma, beta, self._groups))
@@ -281,7 +281,7 @@ class DartsProxyCell(nn.Module):
                 e = edges.index(k)
                 for i in range(c):
                     mix[e * c + i][s * c + i] = w_all[k][kind]
-        parts.append(_channel_mix(x, torch.tensor(mix, dtype=x.dtype)))
+        parts.append(_channel_mix(x, torch.tensor(mix, dtype=x.dtype, device=x.device)))
         index += self._node_channels(edges)
 
 
@@ -418,7 +418,7 @@ def ntk_condition_number_batched(model: nn.Module, x: torch.Tensor, *args: torch
     s = model(x, *args).sum(dim=1)
     n = s.shape[0]
     grads = torch.autograd.grad(
-        s, params, grad_outputs=torch.eye(n, dtype=s.dtype), is_grads_batched=True, allow_unused=True
+        s, params, grad_outputs=torch.eye(n, dtype=s.dtype, device=s.device), is_grads_batched=True, allow_unused=True
     )
     return _kappa(torch.cat([g.reshape(n, -1) for g in grads if g is not None], dim=1))
 

@@ -128,7 +128,7 @@ def train_network(
     if auxiliary_weight < 0:
         raise ConfigError("auxiliary_weight", f"must be >= 0, got {auxiliary_weight}")
     augment = bool(getattr(data, "augment", False))
-    model = prepare_model(model, channels_last)
+    model = prepare_model(model, channels_last, data.device)  # the data's device: the run moved it there
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay, nesterov=True)
     gen = torch.Generator().manual_seed(seed + 7)
@@ -191,23 +191,29 @@ def train_genotype(
     auxiliary_weight: float = 0.4,
     drop_path: float = 0.0,
     cutout: int = 0,
+    device: str = "auto",
 ) -> dict[str, Any]:
     """Train one architecture from scratch on a data set; the CLI's ``train`` and notebooks use it.
+
+    ``device`` is the config's setting (auto, cpu, cuda, cuda:N, mps); params, MACs and latency are measured
+    on the CPU after training, as the pipeline's.
 
     ``layers`` and ``auxiliary`` are network options of spaces that have them (DARTS); a space
     without them refuses them with a ConfigError naming the option.
     """
+    from nas_core.devices import device_text, resolve_device
     from nas_core.metrics import latency_seconds, profile_network
     from nas_core.spaces import get_space
 
     latency_s = latency_seconds()  # a bad NAS_LATENCY_SECONDS fails here, not after the training
+    dev = resolve_device(device)
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
     sp = get_space(space)
     g = sp.coerce(genotype)
     options = network_options(sp, layers=layers, auxiliary=auxiliary)
-    data = load_dataset(dataset, seed)
+    data = load_dataset(dataset, seed).to(dev)
     model = sp.build_network(g, data.num_classes, data.input_shape, channels, cells_per_stage, **options)
     rep = reporter or MemoryReporter()
     t0 = time.perf_counter()
@@ -231,13 +237,14 @@ def train_genotype(
         "accuracy_kind": "test",
         "val_accuracy": res["val_acc"],
         "train_seconds": time.perf_counter() - t0,
+        "device": device_text(dev),
         **options,
     }
     if drop_path > 0:
         out["drop_path"] = drop_path
     if cutout > 0:
         out["cutout"] = cutout
-    out.update(profile_network(model, data.input_shape, min_seconds=latency_s))
+    out.update(profile_network(model.cpu(), data.input_shape, min_seconds=latency_s))
     return out
 
 

@@ -15,6 +15,7 @@ from nas_core.config import (
     final_recipe_supported,
 )
 from nas_core.data import DATASETS
+from nas_core.devices import describe_local, local_devices
 from nas_core.spaces import SPACES
 from nas_core.strategies import STRATEGIES
 from views.common import guarded, queue_experiment, show_queued
@@ -35,6 +36,9 @@ def _bounds(spec: ParamSpec) -> str:
 def param_widget(spec: ParamSpec, key: str) -> Any:
     """One input per ParamSpec. Bounds are not enforced by the widget: ExperimentConfig refuses them by name."""
     label, help_text = spec.name.replace("_", " "), (spec.help + _bounds(spec)).strip()
+    if spec.name == "device":  # the devices this machine has; auto also finds a GPU on another worker's machine
+        help_text += f". This machine: {describe_local()}."
+        return st.selectbox(label, local_devices(), index=0, help=help_text, key=key)
     if spec.kind == "bool":
         return st.checkbox(label, value=bool(spec.default), help=help_text, key=key)
     if spec.kind == "text":

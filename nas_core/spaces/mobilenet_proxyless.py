@@ -239,7 +239,7 @@ class ProxylessSupernet(nn.Module):
         chosen = []
         for b in self.mixed:
             b.mode, b.inactive, b.gates = "single", None, None
-            b.active = int(torch.multinomial(b.probs().detach(), 1, generator=generator))
+            b.active = int(torch.multinomial(b.probs().detach().cpu(), 1, generator=generator))
             chosen.append(b.active)
         return chosen
 
@@ -253,7 +253,7 @@ class ProxylessSupernet(nn.Module):
         the forward runs that op, the backward gives every candidate's gate gradient (:class:`FullV2Gate`)."""
         chosen = []
         for b in self.mixed:
-            b.active = int(torch.multinomial(b.probs().detach(), 1, generator=generator))
+            b.active = int(torch.multinomial(b.probs().detach().cpu(), 1, generator=generator))
             b.mode, b.inactive, b.gates = "full_v2", None, self._one_hot_gates(b)
             chosen.append(b.active)
         return chosen
@@ -271,8 +271,8 @@ class ProxylessSupernet(nn.Module):
         binary gates g (active 1, other 0) that autograd differentiates."""
         pairs = []
         for b in self.mixed:
-            pair = torch.multinomial(b.probs().detach(), 2, replacement=False, generator=generator).tolist()
-            pair_p = torch.softmax(b.alpha.detach()[pair], dim=0)
+            pair = torch.multinomial(b.probs().detach().cpu(), 2, replacement=False, generator=generator).tolist()
+            pair_p = torch.softmax(b.alpha.detach().cpu()[pair], dim=0)  # the generator's device
             c = int(torch.multinomial(pair_p, 1, generator=generator))
             b.active, b.inactive = pair[c], pair[1 - c]
             b.gates = self._one_hot_gates(b)

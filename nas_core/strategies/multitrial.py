@@ -78,6 +78,7 @@ class TrialSettings:
     seed: int
     channels_last: bool
     latency: bool = False  # time each trial's forward pass too (batch 1, one thread)
+    device: str = "cpu"  # where trials train (the run's resolved device); pool and Ray workers move the data there
 
 
 TrialScore = tuple[float, int, float, int, float | None]  # val accuracy, params, seconds, MACs, latency ms
@@ -154,6 +155,7 @@ def run_trial(
         seed=settings.seed + index,
         channels_last=settings.channels_last,
     )
+    net = net.cpu()  # counted and timed on the CPU, as results are
     macs = count_macs(net, data.input_shape)
     latency = None
     if settings.latency:
@@ -166,7 +168,7 @@ _worker_state: dict[str, Any] = {}
 
 def _pool_init(settings: TrialSettings, data: Dataset) -> None:
     torch.set_num_threads(1)
-    _worker_state["settings"], _worker_state["data"] = settings, data
+    _worker_state["settings"], _worker_state["data"] = settings, data.to(settings.device)
 
 
 def _pool_trial(genotype: str, index: int) -> TrialScore:
@@ -192,7 +194,8 @@ class TrialExecutor:
     def __enter__(self) -> TrialExecutor:
         if self.workers > 1:
             ctx = multiprocessing.get_context("spawn")  # no forked torch state; the data goes once per worker
-            self._pool = ctx.Pool(self.workers, initializer=_pool_init, initargs=(self.settings, self.data))
+            init = (self.settings, self.data.to("cpu"))  # each worker moves its copy to the run's device
+            self._pool = ctx.Pool(self.workers, initializer=_pool_init, initargs=init)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -297,7 +300,7 @@ def trial_settings(ctx: SearchContext) -> TrialSettings:
     cfg = ctx.config
     return TrialSettings(
         ctx.space.name, cfg.channels, cfg.cells_per_stage, cfg.epochs, cfg.final_lr, cfg.batch_size, cfg.seed,
-        cfg.channels_last, bool(ctx.params["latency"]),
+        cfg.channels_last, bool(ctx.params["latency"]), str(ctx.device),
     )  # fmt: skip
 
 

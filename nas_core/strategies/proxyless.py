@@ -250,7 +250,9 @@ def arch_step(
                 continue
             idx = list(range(len(b.ops))) if mode == "full_v2" else [b.active, int(b.inactive)]  # type: ignore[arg-type]
             g = torch.zeros_like(a) if da is None else da.detach().clone()
-            gate_grad = torch.zeros(len(idx), dtype=a.dtype) if dg is None else dg.detach()[idx].to(a.dtype)
+            gate_grad = (
+                torch.zeros(len(idx), dtype=a.dtype, device=a.device) if dg is None else dg.detach()[idx].to(a.dtype)
+            )
             g[idx] += alpha_grad_from_gates(gate_grad, torch.softmax(a.detach()[idx], dim=0))
             a.grad = g
             old.append((idx, a.detach()[idx].tolist()) if mode == "two" else None)

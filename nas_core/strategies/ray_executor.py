@@ -73,7 +73,7 @@ def _ray_trial(settings: TrialSettings, data_box: list[Any], genotype: str, inde
     key = ref.hex()
     if key not in _worker_data:
         _worker_data.clear()
-        _worker_data[key] = ray.get(ref)
+        _worker_data[key] = ray.get(ref).to(settings.device)
     return run_trial(settings, _worker_data[key], genotype, index)
 
 
@@ -115,12 +115,22 @@ class RayTrialExecutor:
                     )
             self._started = True
         try:
-            self._data_ref = ray.put(self.data)  # once; every task gets the reference
-            self._remote = ray.remote(num_cpus=1, max_retries=0)(_ray_trial)
+            self._data_ref = ray.put(self.data.to("cpu"))  # once; every task gets the reference
+            self._remote = ray.remote(num_cpus=1, num_gpus=self._gpu_share(), max_retries=0)(_ray_trial)
         except BaseException:
             self.__exit__()
             raise
         return self
+
+    def _gpu_share(self) -> float:
+        """A trial's share of a GPU when the run trains on CUDA (Ray hides the GPUs from tasks that ask for
+        none): ``workers`` trials share one GPU; a cluster without GPUs is refused rather than left waiting."""
+        if not self.settings.device.startswith("cuda"):
+            return 0.0
+        gpus = float(self._ray.cluster_resources().get("GPU", 0.0))
+        if gpus <= 0:
+            raise RuntimeError(f"device={self.settings.device}: {self.where} has no GPU; use device=cpu with Ray")
+        return min(1.0, gpus / self.workers)
 
     def __exit__(self, *exc: object) -> None:
         self._cancel_pending()

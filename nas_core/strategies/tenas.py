@@ -197,6 +197,7 @@ class TENASStrategy(Strategy):
             seed=cfg.seed,
             space=space.name,
             workers=int(p["workers"]),
+            device=str(ctx.device),
         )
         try:
             return self._prune(ctx, ev, repeats, per_round)
