@@ -85,7 +85,7 @@ def run_experiment(
     data = load_dataset(cfg.dataset, cfg.seed, cfg.val_fraction, cfg.test_fraction,
                         image_size=cfg.image_size, max_train_per_class=cfg.max_train_per_class).to(device)  # fmt: skip
     reporter.log(f"data: {data.summary()}")
-    where = f"{cfg.threads} thread(s) on {device_name(device)}" if device.type == "cpu" else device_text(device)
+    where = f"{cfg.threads} thread(s) on {device_name(device)}" if device.type == "cpu" else f"on {device_text(device)}"
     reporter.log(f"strategy {strategy.label} on {space.label}; {where}")
     final_options = final_network_options(space, cfg.final_layers, cfg.final_auxiliary)
 
@@ -102,7 +102,7 @@ def run_experiment(
     seed_everything(cfg.seed)
     t1 = time.perf_counter()
     if outcome.network is not None:
-        net = outcome.network
+        net = outcome.network.to(device)  # a network the search rebuilt (AtomNAS's shrunk one) may be on the CPU
         _, accuracy = evaluate(net, data.x_test, data.y_test, channels_last=cfg.channels_last)
         kind = "test"
         reporter.log(f"{strategy.label} trained its network during the search: no retraining; "

@@ -212,6 +212,41 @@ def _kappa(grads: torch.Tensor) -> float:
     return k
 
 
+#: per accelerator type, whether the batched Jacobian (:func:`batched_ntk_rows`) ran there; set on first use
+_BATCHED_WORKS: dict[str, bool] = {}
+
+
+def batched_ntk_rows(s: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.Tensor:
+    """G (n x P): the n backward passes of ``s`` (one output per sample) as one vectorised pass, cotangents
+    the rows of an identity; the graph is kept, so a caller can still walk it sample by sample."""
+    n = s.shape[0]
+    eye = torch.eye(n, dtype=s.dtype, device=s.device)
+    grads = torch.autograd.grad(s, params, grad_outputs=eye, is_grads_batched=True, retain_graph=True,
+                                allow_unused=True)  # fmt: skip
+    return torch.cat([g.reshape(n, -1) for g in grads if g is not None], dim=1)
+
+
+def accelerator_ntk_rows(s: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.Tensor | None:
+    """G on a GPU, batched where its kernels allow, else None (walk the samples one by one).
+
+    One small backward pass after another leaves a GPU idle between kernel launches. The batched pass runs
+    with cuDNN off: cuDNN's convolution and batch-norm backward have no batching rule (a CUDA vmap fails on
+    them); the native kernels do. If the batched pass still fails on this device type, that is remembered
+    and every later call walks the samples.
+    """
+    kind = s.device.type
+    if kind == "cpu" or not _BATCHED_WORKS.get(kind, True):
+        return None
+    try:
+        with torch.backends.cudnn.flags(enabled=False):
+            rows = batched_ntk_rows(s, params)
+    except RuntimeError:
+        _BATCHED_WORKS[kind] = False
+        return None
+    _BATCHED_WORKS[kind] = True
+    return rows
+
+
 def ntk_condition_number(model: nn.Module, x: torch.Tensor, *args: torch.Tensor, workers: int = 0) -> float:
     """kappa = lambda_max / lambda_min of Theta = G G^T, G[n] = d(sum of sample n's logits)/d(weights).
 
@@ -222,14 +257,18 @@ def ntk_condition_number(model: nn.Module, x: torch.Tensor, *args: torch.Tensor,
     the per-sample backward passes (independent given the forward graph) run on ``workers`` threads at
     once, one core each; ``0`` = torch's intra-op thread count. Tiny proxy nets keep the cores busier
     this way than with intra-op threads inside each small kernel (on 2 cores, batch 72 of 3x32x32: 4.1 s
-    against 5.4 s; bench/bench_tenas.py --big). Extra positional ``args`` go to
-    ``model`` (the proxy nets take the op weights). NaN -> 1e5.
+    against 5.4 s; bench/bench_tenas.py --big). On a GPU the passes are batched where its kernels allow
+    (:func:`accelerator_ntk_rows`). Extra positional ``args`` go to ``model`` (the proxy nets take the op
+    weights). NaN -> 1e5.
     """
     model.train()
     params = [p for name, p in model.named_parameters() if "weight" in name and p.requires_grad]
     out = model(x, *args)
     s = out.sum(dim=1)
     n = s.shape[0]
+    batched = accelerator_ntk_rows(s, params)
+    if batched is not None:
+        return _kappa(batched)
     rows: list[torch.Tensor | None] = [None] * n
 
     def backward(indices: Sequence[int], single_thread: bool) -> None:

@@ -31,7 +31,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas_core.proxies import ACTIVE_THRESHOLD, _kappa, activation_patterns, count_distinct_rows, linear_regions
+from nas_core.proxies import (
+    ACTIVE_THRESHOLD,
+    _kappa,
+    accelerator_ntk_rows,
+    activation_patterns,
+    batched_ntk_rows,
+    count_distinct_rows,
+    linear_regions,
+)
 from nas_core.spaces.base import GenotypeError
 from nas_core.spaces.darts_genotype import DEFAULT_CONCAT, EDGE_PAIRS, NODE_SLICES, OPS, STEPS, DartsGenotype
 from nas_core.spaces.darts_ops import FactorizedReduce, ReLUConvBN, make_op, shifted
@@ -416,11 +424,13 @@ def ntk_condition_number_batched(model: nn.Module, x: torch.Tensor, *args: torch
     else:
         params = [p for name, p in model.named_parameters() if "weight" in name and p.requires_grad]
     s = model(x, *args).sum(dim=1)
-    n = s.shape[0]
-    grads = torch.autograd.grad(
-        s, params, grad_outputs=torch.eye(n, dtype=s.dtype, device=s.device), is_grads_batched=True, allow_unused=True
-    )
-    return _kappa(torch.cat([g.reshape(n, -1) for g in grads if g is not None], dim=1))
+    if s.device.type == "cpu":
+        return _kappa(batched_ntk_rows(s, params))
+    rows = accelerator_ntk_rows(s, params)  # None where this GPU's kernels cannot be batched
+    if rows is None:
+        grads = [torch.autograd.grad(s[i], params, retain_graph=True, allow_unused=True) for i in range(len(s))]
+        rows = torch.stack([torch.cat([g.reshape(-1) for g in row if g is not None]) for row in grads])
+    return _kappa(rows)
 
 
 def linear_regions_grouped(

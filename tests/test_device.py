@@ -23,6 +23,7 @@ from nas_core.reporting import MemoryReporter
 from nas_core.spaces.nb201 import parse_genotype
 
 ROOT = Path(__file__).resolve().parents[1]
+ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|skip_connect~0|avg_pool_3x3~1|nor_conv_1x1~2|"
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="no CUDA GPU on this machine")
 needs_no_cuda = pytest.mark.skipif(CUDA, reason="this machine has a CUDA GPU")
@@ -41,7 +42,7 @@ CASES = [
     ("darts", "nb201", {}, {}),
     ("darts-2nd", "darts", {}, {}),
     ("single-darts", "nb201", {}, {}),
-    ("pc-darts", "darts", {}, {"warmup_epochs": 0}),
+    ("pc-darts", "darts", {"channels": 4}, {"warmup_epochs": 0}),  # its K=4 divides the channels
     ("gdas", "nb201", {}, {}),
     ("gdas", "darts", {}, {}),
     ("tenas", "nb201", {"final_epochs": 0}, TENAS),
@@ -97,8 +98,9 @@ def test_a_gpu_index_past_the_last_is_refused_by_name():
 
 def test_the_cli_refuses_a_device_this_machine_lacks_before_storing_anything(tmp_path):
     bad = "cuda:99" if CUDA else "cuda"
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "NAS_RUNS_DIR": str(tmp_path), "NAS_DB_URL": f"sqlite:///{tmp_path / 'nas.db'}",
-           "NAS_NO_AUTOSTART": "1", "PYTHONPATH": str(ROOT)}  # fmt: skip
+           "NAS_NO_AUTOSTART": "1", "PYTHONPATH": path}  # fmt: skip
     run = subprocess.run(
         [sys.executable, "-m", "nas_core", "search", "--strategy", "random", "--dataset", "synthetic",
          "--device", bad, "--set", "trials=1"],
@@ -166,8 +168,7 @@ def test_strategy_runs_end_to_end_on_the_device(device, strategy, space, over, p
 def test_proxies_score_the_same_inits_and_inputs_on_the_gpu():
     """The nets are initialised and the batches drawn on the CPU, so only float rounding differs."""
     data = load_dataset("digits", 0)
-    w = genotype_weights(parse_genotype(
-        "|nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|skip_connect~0|avg_pool_3x3~1|nor_conv_1x1~2|"))  # fmt: skip
+    w = genotype_weights(parse_genotype(ARCH))
     scores = {}
     for device in ("cpu", "cuda"):
         ev = ProxyEvaluator(data.x_train, data.num_classes, ntk_batch=24, region_samples=200, device=device)
@@ -178,3 +179,25 @@ def test_proxies_score_the_same_inits_and_inputs_on_the_gpu():
     for (k_cpu, r_cpu), (k_gpu, r_gpu) in zip(scores["cpu"], scores["cuda"]):
         assert k_gpu == pytest.approx(k_cpu, rel=0.05)
         assert abs(r_gpu - r_cpu) <= 0.02 * r_cpu
+
+
+@needs_cuda
+@pytest.mark.parametrize("space", ["nb201", "darts"])
+def test_the_gpu_ntk_equals_the_plain_per_sample_loop(space):
+    """Whichever path the GPU takes (batched with cuDNN off, or sample by sample), G G^T is the reference's."""
+    from nas_core import proxies
+
+    data = load_dataset("synthetic", 0)
+    ev = ProxyEvaluator(data.x_train, data.num_classes, ntk_batch=14, region_samples=50, space=space, device="cuda")
+    xb = ev.reinit(3)
+    sp = proxies.proxy_space(space)
+    w = genotype_weights(parse_genotype(ARCH)) if space == "nb201" else None
+    if w is None:
+        from nas_core.proxies_darts import genotype_weights as darts_weights
+        from nas_core.spaces.darts_genotype import PRESETS
+
+        w = darts_weights(PRESETS["DARTS_V2"])
+    args = tuple(a.to("cuda") for a in sp.args(w))
+    fast = sp.ntk(ev.ntk_net, xb, *args)
+    assert proxies._BATCHED_WORKS.get("cuda") is not None  # the batched pass was tried
+    assert fast == pytest.approx(sp.ntk_reference(ev.ntk_net, xb, *args), rel=1e-3)
