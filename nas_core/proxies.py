@@ -212,39 +212,41 @@ def _kappa(grads: torch.Tensor) -> float:
     return k
 
 
-#: per accelerator type, whether the batched Jacobian (:func:`batched_ntk_rows`) ran there; set on first use
-_BATCHED_WORKS: dict[str, bool] = {}
-
-
 def batched_ntk_rows(s: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.Tensor:
     """G (n x P): the n backward passes of ``s`` (one output per sample) as one vectorised pass, cotangents
-    the rows of an identity; the graph is kept, so a caller can still walk it sample by sample."""
+    the rows of an identity. CPU only: on CUDA, cuDNN's convolution and batch-norm backward have no batching
+    rule, and with cuDNN off the batched pass took 5.4 s against 0.85 s for :func:`per_sample_ntk_rows` (H100,
+    batch 72 of 3x32x32, C=3 N=1; ``bench/bench_tenas.py --device cuda``)."""
     n = s.shape[0]
     eye = torch.eye(n, dtype=s.dtype, device=s.device)
-    grads = torch.autograd.grad(s, params, grad_outputs=eye, is_grads_batched=True, retain_graph=True,
-                                allow_unused=True)  # fmt: skip
+    grads = torch.autograd.grad(s, params, grad_outputs=eye, is_grads_batched=True, allow_unused=True)
     return torch.cat([g.reshape(n, -1) for g in grads if g is not None], dim=1)
 
 
-def accelerator_ntk_rows(s: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.Tensor | None:
-    """G on a GPU, batched where its kernels allow, else None (walk the samples one by one).
+def per_sample_ntk_rows(s: torch.Tensor, params: Sequence[torch.Tensor], workers: int = 1) -> torch.Tensor:
+    """G (n x P), one backward pass of ``s[i]`` per sample, asking autograd for ``params``' gradients only.
 
-    One small backward pass after another leaves a GPU idle between kernel launches. The batched pass runs
-    with cuDNN off: cuDNN's convolution and batch-norm backward have no batching rule (a CUDA vmap fails on
-    them); the native kernels do. If the batched pass still fails on this device type, that is remembered
-    and every later call walks the samples.
+    On the CPU the passes (independent given the forward graph) run on ``workers`` threads, one core each;
+    elsewhere one after the other.
     """
-    kind = s.device.type
-    if kind == "cpu" or not _BATCHED_WORKS.get(kind, True):
-        return None
-    try:
-        with torch.backends.cudnn.flags(enabled=False):
-            rows = batched_ntk_rows(s, params)
-    except RuntimeError:
-        _BATCHED_WORKS[kind] = False
-        return None
-    _BATCHED_WORKS[kind] = True
-    return rows
+    n = s.shape[0]
+    rows: list[torch.Tensor | None] = [None] * n
+
+    def backward(indices: Sequence[int], single_thread: bool) -> None:
+        if single_thread:
+            torch.set_num_threads(1)  # this worker thread's own setting: one core per worker
+        for i in indices:
+            g = torch.autograd.grad(s[i], params, retain_graph=True, allow_unused=True)
+            rows[i] = torch.cat([t.reshape(-1) for t in g if t is not None])
+
+    workers = min(n, workers)
+    if workers <= 1 or s.device.type != "cpu":  # a GPU runs the passes one after the other anyway
+        backward(range(n), single_thread=False)
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            for f in [pool.submit(backward, range(k, n, workers), True) for k in range(workers)]:
+                f.result()
+    return torch.stack(rows)  # type: ignore[arg-type]
 
 
 def ntk_condition_number(model: nn.Module, x: torch.Tensor, *args: torch.Tensor, workers: int = 0) -> float:
@@ -257,35 +259,13 @@ def ntk_condition_number(model: nn.Module, x: torch.Tensor, *args: torch.Tensor,
     the per-sample backward passes (independent given the forward graph) run on ``workers`` threads at
     once, one core each; ``0`` = torch's intra-op thread count. Tiny proxy nets keep the cores busier
     this way than with intra-op threads inside each small kernel (on 2 cores, batch 72 of 3x32x32: 4.1 s
-    against 5.4 s; bench/bench_tenas.py --big). On a GPU the passes are batched where its kernels allow
-    (:func:`accelerator_ntk_rows`). Extra positional ``args`` go to ``model`` (the proxy nets take the op
-    weights). NaN -> 1e5.
+    against 5.4 s; bench/bench_tenas.py --big). On a GPU the passes run one after the other. Extra positional
+    ``args`` go to ``model`` (the proxy nets take the op weights). NaN -> 1e5.
     """
     model.train()
     params = [p for name, p in model.named_parameters() if "weight" in name and p.requires_grad]
-    out = model(x, *args)
-    s = out.sum(dim=1)
-    n = s.shape[0]
-    batched = accelerator_ntk_rows(s, params)
-    if batched is not None:
-        return _kappa(batched)
-    rows: list[torch.Tensor | None] = [None] * n
-
-    def backward(indices: Sequence[int], single_thread: bool) -> None:
-        if single_thread:
-            torch.set_num_threads(1)  # this worker thread's own setting: one core per worker
-        for i in indices:
-            g = torch.autograd.grad(s[i], params, retain_graph=True, allow_unused=True)
-            rows[i] = torch.cat([t.reshape(-1) for t in g if t is not None])
-
-    workers = min(n, workers if workers > 0 else torch.get_num_threads())
-    if workers <= 1 or x.device.type != "cpu":  # a GPU runs the passes one after the other anyway
-        backward(range(n), single_thread=False)
-    else:
-        with ThreadPoolExecutor(workers) as pool:
-            for f in [pool.submit(backward, range(k, n, workers), True) for k in range(workers)]:
-                f.result()
-    return _kappa(torch.stack(rows))  # type: ignore[arg-type]
+    s = model(x, *args).sum(dim=1)
+    return _kappa(per_sample_ntk_rows(s, params, workers if workers > 0 else torch.get_num_threads()))
 
 
 def ntk_condition_number_reference(model: nn.Module, x: torch.Tensor, *args: torch.Tensor) -> float:

@@ -34,11 +34,11 @@ from torch import nn
 from nas_core.proxies import (
     ACTIVE_THRESHOLD,
     _kappa,
-    accelerator_ntk_rows,
     activation_patterns,
     batched_ntk_rows,
     count_distinct_rows,
     linear_regions,
+    per_sample_ntk_rows,
 )
 from nas_core.spaces.base import GenotypeError
 from nas_core.spaces.darts_genotype import DEFAULT_CONCAT, EDGE_PAIRS, NODE_SLICES, OPS, STEPS, DartsGenotype
@@ -424,13 +424,7 @@ def ntk_condition_number_batched(model: nn.Module, x: torch.Tensor, *args: torch
     else:
         params = [p for name, p in model.named_parameters() if "weight" in name and p.requires_grad]
     s = model(x, *args).sum(dim=1)
-    if s.device.type == "cpu":
-        return _kappa(batched_ntk_rows(s, params))
-    rows = accelerator_ntk_rows(s, params)  # None where this GPU's kernels cannot be batched
-    if rows is None:
-        grads = [torch.autograd.grad(s[i], params, retain_graph=True, allow_unused=True) for i in range(len(s))]
-        rows = torch.stack([torch.cat([g.reshape(-1) for g in row if g is not None]) for row in grads])
-    return _kappa(rows)
+    return _kappa(batched_ntk_rows(s, params) if s.device.type == "cpu" else per_sample_ntk_rows(s, params))
 
 
 def linear_regions_grouped(

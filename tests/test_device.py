@@ -184,7 +184,7 @@ def test_proxies_score_the_same_inits_and_inputs_on_the_gpu():
 @needs_cuda
 @pytest.mark.parametrize("space", ["nb201", "darts"])
 def test_the_gpu_ntk_equals_the_plain_per_sample_loop(space):
-    """Whichever path the GPU takes (batched with cuDNN off, or sample by sample), G G^T is the reference's."""
+    """On a GPU the samples are walked one by one (the DARTS proxies batch them on the CPU): the reference's G G^T."""
     from nas_core import proxies
 
     data = load_dataset("synthetic", 0)
@@ -199,5 +199,4 @@ def test_the_gpu_ntk_equals_the_plain_per_sample_loop(space):
         w = darts_weights(PRESETS["DARTS_V2"])
     args = tuple(a.to("cuda") for a in sp.args(w))
     fast = sp.ntk(ev.ntk_net, xb, *args)
-    assert proxies._BATCHED_WORKS.get("cuda") is not None  # the batched pass was tried
     assert fast == pytest.approx(sp.ntk_reference(ev.ntk_net, xb, *args), rel=1e-3)
