@@ -200,3 +200,21 @@ def test_the_gpu_ntk_equals_the_plain_per_sample_loop(space):
     args = tuple(a.to("cuda") for a in sp.args(w))
     fast = sp.ntk(ev.ntk_net, xb, *args)
     assert fast == pytest.approx(sp.ntk_reference(ev.ntk_net, xb, *args), rel=1e-3)
+
+
+@needs_no_cuda
+def test_a_queued_run_whose_worker_lacks_the_gpu_fails_naming_device(db):
+    """Queued from a machine that may have the GPU; the worker here has none: the run fails with a readable
+    message naming the setting, and the other experiments are untouched."""
+    from nas_core.jobs import run_job
+    from storage import repo
+
+    ok = repo.create_experiment(_config("random", "nb201", {}, {"trials": 1}, "cpu").to_dict(), name="cpu run")
+    bad = repo.create_experiment(_config("random", "nb201", {}, {"trials": 1}, "cuda").to_dict(), name="gpu run")
+    out = run_job(bad, db)
+    assert out["status"] == "failed"
+    exp = repo.get_experiment(bad)
+    assert exp["status"] == "failed" and "device: cuda asked for" in exp["error"], exp["error"]
+    assert exp["device"] is None  # no device was used
+    assert repo.get_experiment(ok)["status"] == "queued"
+    assert run_job(ok, db)["status"] == "succeeded"

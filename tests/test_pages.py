@@ -155,6 +155,9 @@ def test_launch_queues_a_valid_config_and_overview_cancels_it(seeded_env: Seeded
     at.selectbox(key="dataset").set_value("synthetic")
     at.number_input(key="g_epochs").set_value(1)
     at.text_input(key="name").set_value("from the form")
+    device = at.selectbox(key="g_device")  # the devices this machine has; auto first
+    assert device.options[:2] == ["auto", "cpu"] and device.value == "auto"
+    device.set_value("cpu")
     next(b for b in at.button if b.label == "Launch").click().run()
     _assert_clean(at)
     exp_id = at.session_state["launched"]
@@ -162,6 +165,7 @@ def test_launch_queues_a_valid_config_and_overview_cancels_it(seeded_env: Seeded
     exp = repo.get_experiment(exp_id)
     assert exp["status"] == "queued" and exp["name"] == "from the form"
     assert exp["config"]["epochs"] == 1 and exp["config"]["dataset"] == "synthetic"
+    assert exp["config"]["device"] == "cpu"
 
     at = _app("views/overview.py")
     at.button(key=f"cancel_{exp_id}").click().run()
