@@ -12,6 +12,7 @@ import dataclasses
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -316,9 +317,47 @@ def batches(
         yield x[idx], y[idx]
 
 
+class EndlessBatches:
+    """Reshuffled batches forever (the validation stream of a bi-level search), with a state to resume from.
+
+    Each pass draws a permutation from ``generator``, as :func:`batches` does; the state is the generator's
+    state when the current pass began and how many batches of it were taken, so a restored stream yields
+    exactly what the original would have yielded next.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator) -> None:
+        self.x, self.y, self.batch_size, self.generator = x, y, batch_size, generator
+        self._start = generator.get_state()
+        self._taken = 0
+        self._it = batches(x, y, batch_size, generator)
+
+    def __iter__(self) -> EndlessBatches:
+        return self
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        try:
+            out = next(self._it)
+        except StopIteration:  # a new pass: its permutation is drawn now, from the generator's current state
+            self._start, self._taken = self.generator.get_state(), 0
+            self._it = batches(self.x, self.y, self.batch_size, self.generator)
+            out = next(self._it)
+        self._taken += 1
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"start": self._start.clone(), "taken": self._taken}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Go back to the pass that began at ``start`` and skip the batches already taken from it."""
+        self.generator.set_state(state["start"])
+        self._start, self._taken = state["start"].clone(), 0
+        self._it = batches(self.x, self.y, self.batch_size, self.generator)
+        for _ in range(int(state["taken"])):
+            next(self)
+
+
 def endless_batches(
     x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator | None = None
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Reshuffled batches forever: the validation stream of a bi-level search."""
-    while True:
-        yield from batches(x, y, batch_size, generator)
+) -> EndlessBatches:
+    """Reshuffled batches forever: the validation stream of a bi-level search (see :class:`EndlessBatches`)."""
+    return EndlessBatches(x, y, batch_size, generator if generator is not None else torch.Generator())

@@ -284,7 +284,8 @@ def run_job(
             from nas_core.pipeline import run_experiment
 
             # a resumed multi-trial search's finished trials (none for a first attempt)
-            res = run_experiment(cfg, reporter, replay=repo.previous_trials(experiment_id, url=url))
+            res = run_experiment(cfg, reporter, replay=repo.previous_trials(experiment_id, url=url),
+                                 resume=repo.resume_requested(experiment_id, url=url))  # fmt: skip
         except Cancelled:
             reporter.log("cancelled on request", "warning")
             finish("cancelled", message="cancelled on request")

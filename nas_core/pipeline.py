@@ -22,6 +22,7 @@ from nas_core.metrics import device_name, latency_seconds, profile_network
 from nas_core.reporting import ArchitectureRecord, Reporter
 from nas_core.spaces import get_space
 from nas_core.strategies import SearchContext, get_strategy
+from nas_core.strategies.resume import clear_checkpoint
 from nas_core.train import evaluate, train_network
 
 
@@ -68,11 +69,15 @@ def final_recipe_text(cfg: ExperimentConfig, network: torch.nn.Module) -> str:
 
 
 def run_experiment(
-    config: ExperimentConfig, reporter: Reporter, replay: dict[tuple[int, str], tuple] | None = None
+    config: ExperimentConfig,
+    reporter: Reporter,
+    replay: dict[tuple[int, str], tuple] | None = None,
+    resume: bool = False,
 ) -> ExperimentResult:
     """Run the whole experiment described by ``config``, reporting through ``reporter``.
 
     ``replay``: the finished trials of an earlier attempt, which a resumed multi-trial search reuses.
+    ``resume``: a one-shot search goes on from its last checkpoint in ``reporter.workdir`` (if any).
     """
     cfg = config.validated()
     latency_s = latency_seconds()  # a bad NAS_LATENCY_SECONDS fails here, not after the search
@@ -92,7 +97,10 @@ def run_experiment(
     search_units = strategy.search_units(cfg)
     final_units = 0.0 if strategy.trains_network else float(cfg.final_epochs)
     split = search_units / (search_units + final_units)
-    ctx = SearchContext(cfg, space, data, reporter, device, progress_span=(0.0, split), replay=dict(replay or {}))
+    ctx = SearchContext(cfg, space, data, reporter, device, progress_span=(0.0, split), replay=dict(replay or {}),
+                        resume=resume)  # fmt: skip
+    if resume and not strategy.resumable:
+        reporter.log(f"{strategy.label} keeps no checkpoints: the resumed run starts its search over", "warning")
     t0 = time.perf_counter()
     outcome = strategy.search(ctx)
     search_seconds = time.perf_counter() - t0
@@ -184,6 +192,7 @@ def run_experiment(
     )
     reporter.progress(1.0, "done", cfg.final_epochs, cfg.final_epochs)
     reporter.flush()
+    clear_checkpoint(reporter.workdir)  # the search's checkpoint served its purpose once the result is stored
     return ExperimentResult(
         status="succeeded",
         genotype=outcome.genotype,

@@ -467,6 +467,8 @@ def request_cancel(experiment_id: int, *, url: str | None = None) -> bool:
 
 #: event kind under which a resumed run keeps the trials of the attempt before it (see :func:`retry_experiment`)
 PREVIOUS_TRIALS = "trial-previous"
+#: event kind that marks a queued attempt as a resume (a search with checkpoints goes on from its last one)
+RESUME_MARKER = "resume-requested"
 
 
 def retry_experiment(experiment_id: int, *, resume: bool = False, url: str | None = None) -> int | None:
@@ -475,7 +477,8 @@ def retry_experiment(experiment_id: int, *, resume: bool = False, url: str | Non
     Its recorded series (epochs, alphas, genotypes, signal series, events, architectures, artifacts) are
     cleared, so the Monitor shows the new attempt alone; logs stay. With ``resume`` the finished trials of a
     multi-trial search are kept as :data:`PREVIOUS_TRIALS` events: the new attempt reuses each one its search
-    proposes again instead of training it (:func:`previous_trials`).
+    proposes again instead of training it (:func:`previous_trials`); and a :data:`RESUME_MARKER` event tells
+    a search with checkpoints (the one-shot family) to go on from its last one (:func:`resume_requested`).
     """
     url = _ready(url)
     with session(url, write=True) as s:
@@ -496,7 +499,11 @@ def retry_experiment(experiment_id: int, *, resume: bool = False, url: str | Non
             s.execute(delete(model).where(model.experiment_id == exp.id))
         events = delete(Event).where(Event.experiment_id == exp.id)
         s.execute(events.where(Event.kind != PREVIOUS_TRIALS) if resume else events)
-        how = f"resumed with {kept} finished trial(s)" if resume else "queued again"
+        if resume:
+            s.add(Event(experiment_id=exp.id, step=0, kind=RESUME_MARKER, data=_dumps({}), created_at=utcnow()))
+        how = "queued again"
+        if resume:
+            how = f"resumed with {kept} finished trial(s)" if kept else "resumed from the search's last checkpoint"
         s.add(LogLine(experiment_id=exp.id, ts=utcnow(), level="info", message=f"{how} (after {exp.status})"))
         exp.status, exp.cancel_requested, exp.finished_at, exp.started_at = "queued", False, None, None
         exp.progress, exp.phase, exp.epoch = 0.0, None, 0
@@ -509,6 +516,11 @@ def retry_experiment(experiment_id: int, *, resume: bool = False, url: str | Non
 
 
 TrialResult = tuple[float, int, float, int, float | None]  # val accuracy, params, seconds, MACs, latency ms
+
+
+def resume_requested(experiment_id: int, *, url: str | None = None) -> bool:
+    """Whether the queued attempt was asked to resume (``retry_experiment(..., resume=True)``)."""
+    return not events_df(experiment_id, RESUME_MARKER, url=url).empty
 
 
 def previous_trials(experiment_id: int, *, url: str | None = None) -> dict[tuple[int, str], TrialResult]:

@@ -10,7 +10,11 @@ from sqlalchemy import delete, update
 from streamlit.testing.v1 import AppTest
 
 from nas_core.cli import main
+from nas_core.config import ExperimentConfig
 from nas_core.jobs import run_job
+from nas_core.pipeline import run_experiment
+from nas_core.reporting import Cancelled, MemoryReporter
+from nas_core.strategies.resume import checkpoint_info
 from storage import repo
 from storage.db import session
 from storage.models import Event, Experiment
@@ -92,3 +96,125 @@ def test_retry_refuses_an_experiment_that_did_not_stop(db: str, capsys) -> None:
     exp_id = repo.create_experiment({"strategy": "random", "space": "nb201", **TINY, "params": {"trials": 2}})
     assert main(["retry", str(exp_id)]) == 2
     assert f"experiment {exp_id} is queued: only a failed, cancelled or interrupted one" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# one-shot searches: per-epoch checkpoints
+
+ONESHOT = {"dataset": "synthetic", "epochs": 3, "final_epochs": 0, "channels": 2, "final_channels": 2,
+           "cells_per_stage": 1, "batch_size": 64, "threads": 1}  # fmt: skip
+
+
+def _search_record(rep: MemoryReporter) -> tuple:
+    """What a search charted, without wall times: alpha snapshots, series, genotypes, epoch rows."""
+    epochs = [(p, e, {k: v for k, v in m.items() if k != "seconds"}) for p, e, m in rep.epochs if p == "search"]
+    return rep.alpha_rows, rep.series_points, rep.genotypes, epochs
+
+
+@pytest.mark.parametrize(
+    "strategy, space, params",
+    [
+        ("darts", "nb201", {}),
+        ("darts-2nd", "nb201", {}),
+        ("gdas", "nb201", {}),
+        ("pc-darts", "darts", {"warmup_epochs": 1, "partial_k": 2}),
+    ],  # fmt: skip
+)
+def test_an_interrupted_one_shot_search_resumes_from_its_checkpoint_as_if_never_stopped(
+    strategy, space, params, tmp_path
+) -> None:
+    cfg = ExperimentConfig(strategy=strategy, space=space, **ONESHOT, params=params).validated()
+    whole = MemoryReporter(workdir=tmp_path / "whole")
+    res = run_experiment(cfg, whole)
+    assert checkpoint_info(whole.workdir) is None  # a finished run leaves no checkpoint
+
+    steps = whole.genotypes[0][0]  # steps per epoch: the step of the first epoch's genotype
+    cut = MemoryReporter(workdir=tmp_path / "cut", stop_after_steps=steps + steps // 2)  # mid epoch 2
+    with pytest.raises(Cancelled):
+        run_experiment(cfg, cut)
+    assert checkpoint_info(cut.workdir) == {"strategy": strategy, "epochs_done": 1, "epochs": 3, "step": steps}
+
+    again = MemoryReporter(workdir=tmp_path / "cut")
+    res2 = run_experiment(cfg, again, resume=True)
+    assert res2.genotype == res.genotype and res2.supernet_accuracy == res.supernet_accuracy
+    assert _search_record(again) == _search_record(whole)  # every alpha, series point and epoch row, exactly
+    assert any(m.startswith("resumed from the checkpoint after epoch 1/3 (step") for _, _, m in again.logs)
+    assert checkpoint_info(cut.workdir) is None
+
+
+def test_a_run_that_is_not_a_resume_starts_over_and_a_changed_config_is_not_resumed(tmp_path) -> None:
+    cfg = ExperimentConfig(strategy="darts", space="nb201", **ONESHOT).validated()
+    cut = MemoryReporter(workdir=tmp_path, stop_after_steps=15)
+    with pytest.raises(Cancelled):
+        run_experiment(cfg, cut)
+    assert checkpoint_info(tmp_path)["epochs_done"] == 1
+    other = ExperimentConfig(strategy="darts", space="nb201", **{**ONESHOT, "seed": 1}).validated()
+    rep = MemoryReporter(workdir=tmp_path, stop_after_steps=3)
+    with pytest.raises(Cancelled):
+        run_experiment(other, rep, resume=True)  # another seed: the checkpoint is not this search's
+    assert any("no checkpoint of this search was found; it starts over" in m for _, _, m in rep.logs)
+    assert checkpoint_info(tmp_path) is None  # and the stale one is gone
+    cut = MemoryReporter(workdir=tmp_path, stop_after_steps=15)
+    with pytest.raises(Cancelled):
+        run_experiment(cfg, cut)
+    fresh = MemoryReporter(workdir=tmp_path, stop_after_steps=3)
+    with pytest.raises(Cancelled):
+        run_experiment(cfg, fresh)  # Run again, not Resume
+    assert checkpoint_info(tmp_path) is None and not any("resumed" in m for _, _, m in fresh.logs)
+
+
+def test_a_failed_one_shot_job_resumes_through_the_monitor_and_the_cli(db: str, monkeypatch, capsys) -> None:
+    cfg = {"strategy": "darts", "space": "nb201", **ONESHOT, "final_epochs": 1}
+    whole = repo.create_experiment(cfg, name="whole")
+    assert run_job(whole, heartbeat=False)["status"] == "succeeded"
+    exp_id = repo.create_experiment(cfg, name="dies in epoch 3")
+
+    from nas_core.strategies.oneshot import OneShotStrategy
+
+    original, calls = OneShotStrategy.begin_epoch, []
+
+    def dies_in_epoch_3(self, loop, epoch):  # as if the worker's machine went down
+        calls.append(epoch)
+        if epoch == 2:
+            raise RuntimeError("machine went down")
+        return original(self, loop, epoch)
+
+    monkeypatch.setattr(OneShotStrategy, "begin_epoch", dies_in_epoch_3)
+    assert run_job(exp_id, heartbeat=False)["status"] == "failed"
+    monkeypatch.setattr(OneShotStrategy, "begin_epoch", original)
+    assert checkpoint_info(repo.experiment_workdir(exp_id))["epochs_done"] == 2
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    at.switch_page("views/monitor.py")
+    at.query_params["id"] = str(exp_id)
+    at.run()
+    assert not at.exception and [b.label for b in at.button if b.key == "resume"] == ["Resume from epoch 2/3"]
+    assert main(["retry", str(exp_id), "--resume", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["status"] == "queued" and out["message"] == "resumed from the search's last checkpoint"
+    assert run_job(exp_id, heartbeat=False)["status"] == "succeeded"
+
+    a, b = repo.get_experiment(whole), repo.get_experiment(exp_id)
+    assert b["genotype"] == a["genotype"]
+    alphas_a, alphas_b = repo.alphas_df(whole), repo.alphas_df(exp_id)
+    assert len(alphas_b) == len(alphas_a)
+    assert list(alphas_b["weight"]) == list(alphas_a["weight"])  # one unbroken search on the chart
+    assert checkpoint_info(repo.experiment_workdir(exp_id)) is None
+    logs = list(repo.logs_df(exp_id, tail=None)["message"])
+    assert any(m.startswith("resumed from the checkpoint after epoch 2/3") for m in logs)
+
+
+def test_a_run_stopped_in_final_training_keeps_its_finished_search(tmp_path) -> None:
+    cfg = ExperimentConfig(strategy="darts", space="nb201", **{**ONESHOT, "final_epochs": 1}).validated()
+    whole = MemoryReporter(workdir=tmp_path / "whole")
+    res = run_experiment(cfg, whole)
+    steps = whole.genotypes[0][0]
+    cut = MemoryReporter(workdir=tmp_path / "cut", stop_after_steps=3 * steps + steps // 2)  # in final training
+    with pytest.raises(Cancelled):
+        run_experiment(cfg, cut)
+    assert checkpoint_info(cut.workdir)["epochs_done"] == 3
+    again = MemoryReporter(workdir=tmp_path / "cut")
+    res2 = run_experiment(cfg, again, resume=True)
+    assert any(m.startswith("resumed from the checkpoint after epoch 3/3") for _, _, m in again.logs)
+    assert not [e for _, p, e, _ in again.progresses if p == "search" and e < 3]  # no search step taken again
+    assert (res2.genotype, res2.accuracy) == (res.genotype, res.accuracy)

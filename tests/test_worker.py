@@ -170,7 +170,7 @@ def _claimed(config: dict[str, Any] = TINY) -> int:
 def test_run_job_failure_keeps_traceback_and_one_line_message(db: str, monkeypatch: pytest.MonkeyPatch) -> None:
     import nas_core.pipeline
 
-    def broken(cfg: Any, reporter: Any, replay: Any = None) -> None:
+    def broken(cfg: Any, reporter: Any, replay: Any = None, resume: bool = False) -> None:
         reporter.log("about to fail")
         raise RuntimeError("shape mismatch\nsecond line of detail")
 
@@ -195,7 +195,7 @@ def test_run_job_invalid_config_fails_with_field_name(db: str) -> None:
 def test_run_job_cancelled(db: str, monkeypatch: pytest.MonkeyPatch) -> None:
     import nas_core.pipeline
 
-    def waits_for_cancel(cfg: Any, reporter: Any, replay: Any = None) -> None:
+    def waits_for_cancel(cfg: Any, reporter: Any, replay: Any = None, resume: bool = False) -> None:
         while not reporter.should_stop():
             time.sleep(0.05)
         raise Cancelled("cancel requested")

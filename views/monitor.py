@@ -16,6 +16,7 @@ from nas_core.spaces import get_space
 from nas_core.strategies import STRATEGIES
 from nas_core.strategies.fixed import FIXED
 from nas_core.strategies.multitrial import MultiTrialStrategy
+from nas_core.strategies.resume import checkpoint_info
 from storage import repo
 from views.common import (
     ensure_worker,
@@ -72,11 +73,17 @@ def _status(exp: dict[str, Any]) -> None:
         left, right = st.columns([1, 4])
         left.button("Run again", key="retry", on_click=_retry, args=(int(exp["id"]),), icon=":material/replay:")
         finished = repo.events_df(int(exp["id"]), "trial") if _multi_trial(exp) else pd.DataFrame()
+        saved = checkpoint_info(repo.experiment_workdir(int(exp["id"])))
         if not finished.empty:  # a multi-trial search can go on from its finished trials
             right.button(f"Resume ({len(finished)} trials done)", key="resume", on_click=_retry,
                          args=(int(exp["id"]), True), icon=":material/resume:",
                          help="Queue it again, reusing every finished trial the search proposes again instead of "
                               "training it")  # fmt: skip
+        elif saved is not None:  # a one-shot search can go on from its last epoch's checkpoint
+            right.button(f"Resume from epoch {saved['epochs_done']}/{saved['epochs']}", key="resume", on_click=_retry,
+                         args=(int(exp["id"]), True), icon=":material/resume:",
+                         help="Queue it again from the checkpoint the search saved at that epoch's end: the same "
+                              "supernet, optimisers and random streams: it ends as if never interrupted")  # fmt: skip
     st.progress(info.fraction, text=info.text)
     cols = st.columns(4)
     kind = f" ({exp['accuracy_kind']})" if exp.get("accuracy_kind") else ""

@@ -27,6 +27,8 @@ class SearchContext:
     #: a resumed multi-trial search's finished trials: (trial number, genotype) -> (val acc, params, s, MACs,
     #: latency ms or None)
     replay: dict[tuple[int, str], tuple[float, int, float, int, float | None]] = field(default_factory=dict)
+    #: a resumed run: a search with checkpoints (the one-shot family) goes on from its last one
+    resume: bool = False
 
     @property
     def params(self) -> dict[str, Any]:
@@ -72,6 +74,9 @@ class Strategy(ABC):
     #: True when the architecture is read off trained architecture weights (the DARTS family, ProxylessNAS):
     #: the Monitor's warning about parameter-free ops taking over (DARTS's collapse) is about such searches only.
     derives_from_weights: bool = True
+    #: True when a resumed run goes on from where the last attempt stopped (one-shot searches from their last
+    #: epoch's checkpoint, multi-trial searches from their finished trials); others start over
+    resumable: bool = False
 
     def search_units(self, config: ExperimentConfig) -> float:
         """The search's cost in final-training epochs, for progress and ETA (multi-trial: trials x epochs)."""

@@ -385,6 +385,7 @@ class MultiTrialStrategy(Strategy):
     """Shared loop: propose candidates, keep ``workers`` trials running, report each one as it lands."""
 
     derives_from_weights = False
+    resumable = True
 
     spaces = ("nb201", "darts", "mobilenet")
     common_params: tuple[ParamSpec, ...] = (
