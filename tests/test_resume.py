@@ -37,6 +37,18 @@ def _interrupt_after(db: str, exp_id: int, finished: int) -> None:
         s.execute(update(Experiment).where(Experiment.id == exp_id).values(status="interrupted"))
 
 
+def _resume_offered_then_queued(exp_id: int, button: str, message: str, capsys) -> None:
+    """The Monitor offers ``button`` beside Run again; the CLI's ``retry --resume`` queues it with ``message``."""
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    at.switch_page("views/monitor.py")
+    at.query_params["id"] = str(exp_id)
+    at.run()
+    assert not at.exception and [b.label for b in at.button if b.key == "resume"] == [button]
+    assert main(["retry", str(exp_id), "--resume", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["status"] == "queued" and out["message"] == message
+
+
 @pytest.mark.slow
 def test_a_resumed_search_reuses_its_finished_trials_and_trains_the_rest(db: str, capsys) -> None:
     cfg = {"strategy": "random", "space": "nb201", **TINY, "params": {"trials": 4}}
@@ -46,14 +58,7 @@ def test_a_resumed_search_reuses_its_finished_trials_and_trains_the_rest(db: str
     _interrupt_after(db, exp_id, 2)
 
     # The Monitor offers Resume beside Run again; the CLI does the same with `retry --resume`.
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
-    at.switch_page("views/monitor.py")
-    at.query_params["id"] = str(exp_id)
-    at.run()
-    assert not at.exception and [b.label for b in at.button if b.key == "resume"] == ["Resume (2 trials done)"]
-    assert main(["retry", str(exp_id), "--resume", "--json"]) == 0
-    out = json.loads(capsys.readouterr().out)
-    assert out["status"] == "queued" and out["message"] == "resumed with 2 finished trial(s)"
+    _resume_offered_then_queued(exp_id, "Resume (2 trials done)", "resumed with 2 finished trial(s)", capsys)
     assert _trials(exp_id) == {} and sorted(repo.previous_trials(exp_id)) == [(i, first[i]["genotype"]) for i in (0, 1)]
 
     assert run_job(exp_id, heartbeat=False)["status"] == "succeeded"
@@ -184,14 +189,7 @@ def test_a_failed_one_shot_job_resumes_through_the_monitor_and_the_cli(db: str, 
     monkeypatch.setattr(OneShotStrategy, "begin_epoch", original)
     assert checkpoint_info(repo.experiment_workdir(exp_id))["epochs_done"] == 2
 
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
-    at.switch_page("views/monitor.py")
-    at.query_params["id"] = str(exp_id)
-    at.run()
-    assert not at.exception and [b.label for b in at.button if b.key == "resume"] == ["Resume from epoch 2/3"]
-    assert main(["retry", str(exp_id), "--resume", "--json"]) == 0
-    out = json.loads(capsys.readouterr().out)
-    assert out["status"] == "queued" and out["message"] == "resumed from the search's last checkpoint"
+    _resume_offered_then_queued(exp_id, "Resume from epoch 2/3", "resumed from the search's last checkpoint", capsys)
     assert run_job(exp_id, heartbeat=False)["status"] == "succeeded"
 
     a, b = repo.get_experiment(whole), repo.get_experiment(exp_id)
