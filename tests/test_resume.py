@@ -123,12 +123,28 @@ def _search_record(rep: MemoryReporter) -> tuple:
         ("darts-2nd", "nb201", {}),
         ("gdas", "nb201", {}),
         ("pc-darts", "darts", {"warmup_epochs": 1, "partial_k": 2}),
-    ],  # fmt: skip
+        (
+            "proxylessnas",
+            "mobilenet",
+            {
+                "resource": "latency",
+                "target_latency_ms": 1.0,
+                "arch_every": 2,
+                "lut_repeats": 3,
+                "lut_warmup": 1,
+                "lut_seconds": 0,
+            },
+        ),  # fmt: skip
+    ],
 )
 def test_an_interrupted_one_shot_search_resumes_from_its_checkpoint_as_if_never_stopped(
     strategy, space, params, tmp_path
 ) -> None:
-    cfg = ExperimentConfig(strategy=strategy, space=space, **ONESHOT, params=params).validated()
+    over = {}
+    if space == "mobilenet":  # its own small sizes; the latency table is measured once and shared by the runs
+        over = {"dataset": "digits", "max_train_per_class": 20, "batch_size": 32, "channels": 8}
+        params = {**params, "lut_dir": str(tmp_path / "luts")}
+    cfg = ExperimentConfig(strategy=strategy, space=space, **{**ONESHOT, **over}, params=params).validated()
     whole = MemoryReporter(workdir=tmp_path / "whole")
     res = run_experiment(cfg, whole)
     assert checkpoint_info(whole.workdir) is None  # a finished run leaves no checkpoint
@@ -143,6 +159,7 @@ def test_an_interrupted_one_shot_search_resumes_from_its_checkpoint_as_if_never_
     res2 = run_experiment(cfg, again, resume=True)
     assert res2.genotype == res.genotype and res2.supernet_accuracy == res.supernet_accuracy
     assert _search_record(again) == _search_record(whole)  # every alpha, series point and epoch row, exactly
+    assert [e[:2] for e in again.events] == [e[:2] for e in whole.events]  # ProxylessNAS's latency table: once
     assert any(m.startswith("resumed from the checkpoint after epoch 1/3 (step") for _, _, m in again.logs)
     assert checkpoint_info(cut.workdir) is None
 

@@ -10,7 +10,6 @@ the loop; subclasses override the small hooks marked "hook".
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,14 +21,7 @@ from torch import nn
 from nas_core.config import ParamSpec
 from nas_core.data import batches, endless_batches
 from nas_core.strategies.base import SearchContext, SearchOutcome, Strategy
-from nas_core.strategies.resume import (
-    RecordingReporter,
-    clear_checkpoint,
-    load_checkpoint,
-    random_state,
-    save_checkpoint,
-    set_random_state,
-)
+from nas_core.strategies.resume import with_checkpoints
 from nas_core.train import EpochMeter, cosine_lr, evaluate, fmt, prepare_model, set_lr
 
 COMMON_PARAMS: tuple[ParamSpec, ...] = (
@@ -172,8 +164,7 @@ class OneShotStrategy(Strategy):
         return LoopState(ctx, net, run, w_params, a_params, self.weight_optimizer(w_params, p), a_opt, val_stream, cl)
 
     def search(self, ctx: SearchContext) -> SearchOutcome:
-        recorder = RecordingReporter(ctx.reporter)  # what it charts goes into the checkpoints too
-        ctx = dataclasses.replace(ctx, reporter=recorder)  # type: ignore[arg-type]
+        ctx, checkpoints = with_checkpoints(ctx)  # what it charts goes into the checkpoints too
         cfg, p, data, rep = ctx.config, ctx.params, ctx.data, ctx.reporter
         loop = self.setup(ctx)
         net, run, w_params, cl = loop.net, loop.run, loop.w_params, loop.channels_last
@@ -193,27 +184,15 @@ class OneShotStrategy(Strategy):
         )
         val_acc = None
         lr = p["w_lr"]
-        workdir = ctx.reporter.workdir
-        streams = {"batches": gen, **({"augment": aug_gen} if augment else {})}
+        checkpoints.register(
+            {"net": net, "w_opt": loop.w_opt, "a_opt": loop.a_opt, "val_stream": loop.val_stream},
+            {"batches": gen, **({"augment": aug_gen} if augment else {})},
+        )
         start = 0
-        saved = load_checkpoint(workdir, cfg.to_dict()) if ctx.resume else None
-        if saved is None:
-            if ctx.resume:
-                rep.log("resume: no checkpoint of this search was found; it starts over", "warning")
-            clear_checkpoint(workdir)
-        else:
-            loop.net.load_state_dict(saved["net"])
-            loop.w_opt.load_state_dict(saved["w_opt"])
-            loop.a_opt.load_state_dict(saved["a_opt"])
-            loop.val_stream.load_state_dict(saved["val_stream"])
-            for name, g in streams.items():
-                g.set_state(saved["streams"][name])
-            set_random_state(saved["random"], ctx.device)
+        saved = checkpoints.restore()
+        if saved is not None:
             loop.step, loop.lr, loop.extra, val_acc = saved["step"], saved["lr"], saved["extra"], saved["val_acc"]
             lr, start = loop.lr, saved["epochs_done"]
-            recorder.replay(saved["reported"])
-            rep.log(f"resumed from the checkpoint after epoch {start}/{cfg.epochs} (step {loop.step}): its charts "
-                    "are reported again and the search goes on from there")  # fmt: skip
         for epoch in range(start, cfg.epochs):
             self.begin_epoch(loop, epoch)
             if epoch == 0:
@@ -240,13 +219,6 @@ class OneShotStrategy(Strategy):
             ctx.report_progress(loop.step / total_steps, epoch + 1)
             if epoch == cfg.epochs - 1 and loop.step % snap_every != 0:
                 self.snapshot(loop, epoch)  # the final alphas
-            save_checkpoint(
-                workdir,
-                {"config": cfg.to_dict(), "epochs_done": epoch + 1, "step": loop.step, "lr": loop.lr,
-                 "val_acc": val_acc, "extra": loop.extra, "net": net.state_dict(), "w_opt": loop.w_opt.state_dict(),
-                 "a_opt": loop.a_opt.state_dict(), "val_stream": loop.val_stream.state_dict(),
-                 "streams": {k: g.get_state() for k, g in streams.items()}, "random": random_state(ctx.device),
-                 "reported": recorder.calls},
-                {"strategy": self.name, "epochs_done": epoch + 1, "epochs": cfg.epochs, "step": loop.step},
-            )  # fmt: skip
+            checkpoints.save(self.name, {"epochs_done": epoch + 1, "step": loop.step, "lr": loop.lr,
+                                         "val_acc": val_acc, "extra": loop.extra})  # fmt: skip
         return SearchOutcome(genotype=ctx.space.format(net.genotype()), accuracy=val_acc)

@@ -65,6 +65,7 @@ from nas_core.spaces.mobilenet_proxyless import (
     recentre_pair,
 )
 from nas_core.strategies.base import SearchContext, SearchOutcome, Strategy
+from nas_core.strategies.resume import with_checkpoints
 from nas_core.train import EpochMeter, cosine_lr, evaluate, fmt, prepare_model, set_lr
 
 #: The reference's ref values the log-loss is calibrated at (``imagenet_arch_search.py``: 80 ms, 300 MFLOPs).
@@ -279,6 +280,7 @@ class ProxylessStrategy(Strategy):
     spaces = ("mobilenet",)
     params = PARAMS
     relative_cost = 1.3
+    resumable = True
 
     @staticmethod
     def warmup_epochs(p: dict[str, Any], epochs: int) -> int:
@@ -328,6 +330,7 @@ class ProxylessStrategy(Strategy):
         return latency_table(lut), lut
 
     def search(self, ctx: SearchContext) -> SearchOutcome:
+        ctx, checkpoints = with_checkpoints(ctx)  # what it charts goes into the checkpoints too
         cfg, p, data, rep = ctx.config, ctx.params, ctx.data, ctx.reporter
         self.validate(ctx.config)
         cl = cfg.channels_last
@@ -404,7 +407,15 @@ class ProxylessStrategy(Strategy):
             rep.series(step, epoch, values)
 
         val_acc = None
-        for epoch in range(cfg.epochs):
+        checkpoints.register(
+            {"net": net, "w_opt": w_opt, "a_opt": a_opt, "val_stream": val_stream}, {"batches": gen, "paths": path_gen}
+        )
+        start = 0
+        saved = checkpoints.restore()
+        if saved is not None:
+            step, val_acc, start = saved["step"], saved["val_acc"], saved["epochs_done"]
+            arch_log.extend(saved["arch_log"])
+        for epoch in range(start, cfg.epochs):
             if epoch == 0:
                 snapshot(0)
             meter = EpochMeter()
@@ -436,8 +447,10 @@ class ProxylessStrategy(Strategy):
             extra = f", predicted latency {predict_latency(lut, net.genotype()):.3f} ms" if lut is not None else ""
             rep.log(f"search epoch {epoch + 1}/{cfg.epochs}: val acc {val_acc:.3f}{extra}, genotype {genotype}")
             ctx.report_progress(step / total_steps, epoch + 1)
-        if step % snap_every != 0:
-            snapshot(cfg.epochs - 1)
+            if epoch == cfg.epochs - 1 and step % snap_every != 0:
+                snapshot(epoch)  # the final alphas
+            checkpoints.save(self.name, {"epochs_done": epoch + 1, "step": step, "val_acc": val_acc,
+                                         "arch_log": list(arch_log)})  # fmt: skip
         g = net.genotype()
         extra_out: dict[str, Any] = {
             "expected": float(table.expected(net.probs_matrix().detach())) * unit,

@@ -1,5 +1,5 @@
-"""Search checkpoints: a one-shot search saves its whole state at every epoch's end, and a resumed run goes on
-from the last one exactly as the uninterrupted run would have.
+"""Search checkpoints: a one-shot search (the DARTS family, GDAS, ProxylessNAS) saves its whole state at every
+epoch's end, and a resumed run goes on from the last one exactly as the uninterrupted run would have.
 
 The checkpoint (``<run folder>/resume/search.pt``, beside a small ``search.json`` the Monitor reads) holds the
 supernet with its architecture parameters, both optimisers, every random stream (the batch orders, the
@@ -11,6 +11,7 @@ A run that is not a resume deletes a checkpoint left by an earlier attempt; a su
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 import torch
 
 from nas_core.reporting import Reporter
+from nas_core.strategies.base import SearchContext
 
 CHECKPOINT_DIR = "resume"
 #: the calls a resumed search reports again (a retry cleared their rows); logs and progress are not replayed
@@ -93,6 +95,67 @@ def save_checkpoint(workdir: str | Path, state: dict[str, Any], info: dict[str, 
     tmp_side = side.with_suffix(".json.tmp")
     tmp_side.write_text(json.dumps(info, sort_keys=True))
     os.replace(tmp_side, side)
+
+
+class Checkpointer:
+    """A search loop's checkpoints: it registers what carries state, then calls :meth:`restore` before its first
+    epoch and :meth:`save` after each one. Built by :func:`with_checkpoints`."""
+
+    def __init__(self, ctx: SearchContext, recorder: RecordingReporter) -> None:
+        self.ctx, self.recorder = ctx, recorder
+        self.states: dict[str, Any] = {}  # name -> anything with state_dict()/load_state_dict()
+        self.streams: dict[str, torch.Generator] = {}
+        self.mark = 0  # calls recorded before the loop (every attempt makes them again): not in checkpoints
+
+    def register(self, states: dict[str, Any], streams: dict[str, torch.Generator]) -> None:
+        """The loop's nets, optimisers and batch streams (``states``) and its random generators; what was charted
+        so far (e.g. ProxylessNAS's latency-table event) is set up again by every attempt, so it is not saved."""
+        self.states.update(states)
+        self.streams.update(streams)
+        self.mark = len(self.recorder.calls)
+
+    def restore(self) -> dict[str, Any] | None:
+        """On a resumed run, load the last checkpoint into everything registered, report its charts again and
+        return the loop's own values (``save``'s ``loop``); otherwise delete any stale checkpoint, return None."""
+        ctx, rep = self.ctx, self.ctx.reporter
+        workdir = rep.workdir
+        saved = load_checkpoint(workdir, ctx.config.to_dict()) if ctx.resume else None
+        if saved is None:
+            if ctx.resume:
+                rep.log("resume: no checkpoint of this search was found; it starts over", "warning")
+            clear_checkpoint(workdir)
+            return None
+        for name, obj in self.states.items():
+            obj.load_state_dict(saved["states"][name])
+        for name, g in self.streams.items():
+            g.set_state(saved["streams"][name])
+        set_random_state(saved["random"], ctx.device)
+        self.recorder.replay(saved["reported"])
+        loop = saved["loop"]
+        rep.log(f"resumed from the checkpoint after epoch {loop['epochs_done']}/{ctx.config.epochs} (step "
+                f"{loop['step']}): its charts are reported again and the search goes on from there")  # fmt: skip
+        return loop
+
+    def save(self, strategy: str, loop: dict[str, Any]) -> None:
+        """Checkpoint everything registered with the loop's own values (``epochs_done`` and ``step`` among them)."""
+        state = {
+            "config": self.ctx.config.to_dict(),
+            "states": {name: obj.state_dict() for name, obj in self.states.items()},
+            "streams": {name: g.get_state() for name, g in self.streams.items()},
+            "random": random_state(self.ctx.device),
+            "reported": self.recorder.calls[self.mark :],
+            "loop": loop,
+        }
+        info = {"strategy": strategy, "epochs_done": loop["epochs_done"], "epochs": self.ctx.config.epochs,
+                "step": loop["step"]}  # fmt: skip
+        save_checkpoint(self.ctx.reporter.workdir, state, info)
+
+
+def with_checkpoints(ctx: SearchContext) -> tuple[SearchContext, Checkpointer]:
+    """``ctx`` with a reporter that records what the search charts, and the checkpointer that saves it."""
+    recorder = RecordingReporter(ctx.reporter)
+    ctx = dataclasses.replace(ctx, reporter=recorder)  # type: ignore[arg-type]
+    return ctx, Checkpointer(ctx, recorder)
 
 
 def load_checkpoint(workdir: str | Path, config: dict[str, Any]) -> dict[str, Any] | None:
