@@ -5,7 +5,8 @@ optimiser (cosine lr, grad-norm clip) and an Adam optimiser on the architecture 
 alpha snapshots, a genotype and validation accuracy per epoch, and honours cancel at every step. What
 differs is the supernet mode, the order and gating of the alpha and weight steps, per-epoch state
 (GDAS's temperature) and the extra scalars plotted beside the alphas. :class:`OneShotStrategy` runs
-the loop; subclasses override the small hooks marked "hook".
+the loop; subclasses override the small hooks marked "hook". The loop saves a checkpoint at every epoch's
+end and a resumed run goes on from the last one (:mod:`nas_core.strategies.resume`).
 """
 
 from __future__ import annotations
