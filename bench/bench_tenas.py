@@ -173,7 +173,7 @@ def write_cifar_like(root: Path, per_class: int = 100) -> str:
 def ntk_on_device(device: str, w: torch.Tensor, reps: int) -> None:
     """The NTK of the full supernet (batch 72 of 3x32x32, C=3 N=1) on ``device``: ``ntk_condition_number`` (the
     samples one by one) against one batched backward pass with cuDNN off (cuDNN's kernels cannot be batched)."""
-    from nas_core.devices import resolve_device, synchronize
+    from nas_core.devices import resolve_device
     from nas_core.proxies import _kappa, batched_ntk_rows
 
     dev = resolve_device(device)
@@ -183,9 +183,13 @@ def ntk_on_device(device: str, w: torch.Tensor, reps: int) -> None:
     net.to(dev)
     xb, wd = torch.randn(72, 3, 32, 32).to(dev), w.to(dev)
 
+    def synchronize() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
     def loop() -> float:
         k = ntk_condition_number(net, xb, wd)
-        synchronize(dev)
+        synchronize()
         return k
 
     def batched() -> float:
@@ -193,7 +197,7 @@ def ntk_on_device(device: str, w: torch.Tensor, reps: int) -> None:
         params = [p for name, p in net.named_parameters() if "weight" in name and p.requires_grad]
         with torch.backends.cudnn.flags(enabled=False):
             k = _kappa(batched_ntk_rows(net(xb, wd).sum(dim=1), params))
-        synchronize(dev)
+        synchronize()
         return k
 
     print(f"\nNTK batch 72 of 3x32x32 on {device} (C=3 N=1 NTK net, full supernet):")

@@ -403,7 +403,6 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from nas_core.data import check_dataset
-    from nas_core.devices import parse_device
     from nas_core.reporting import MemoryReporter
     from nas_core.train import train_genotype
     from storage.settings import runs_dir
@@ -442,7 +441,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         threads=args.threads,
         drop_path=args.drop_path,
         cutout=args.cutout,
-        device=parse_device(args.device),
+        device=args.device,  # checked (ConfigError naming it) before any data is loaded
         **options,
     )
     if not args.json:
@@ -629,7 +628,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("retry", parents=[common], help="queue a failed, cancelled or interrupted experiment again")
     p.add_argument("id", type=int)
     p.add_argument("--resume", action="store_true",
-                   help="multi-trial searches: reuse the finished trials instead of training them again")  # fmt: skip
+                   help="go on from where it stopped: one-shot searches from their last epoch's checkpoint, "
+                        "multi-trial searches reusing their finished trials")  # fmt: skip
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_retry)
 

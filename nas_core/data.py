@@ -327,9 +327,12 @@ class EndlessBatches:
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator) -> None:
         self.x, self.y, self.batch_size, self.generator = x, y, batch_size, generator
-        self._start = generator.get_state()
-        self._taken = 0
-        self._it = batches(x, y, batch_size, generator)
+        self._new_pass()
+
+    def _new_pass(self) -> None:
+        """Begin a pass; its permutation is drawn at its first batch, from the generator's state now."""
+        self._start, self._taken = self.generator.get_state(), 0
+        self._it = batches(self.x, self.y, self.batch_size, self.generator)
 
     def __iter__(self) -> EndlessBatches:
         return self
@@ -337,9 +340,8 @@ class EndlessBatches:
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
         try:
             out = next(self._it)
-        except StopIteration:  # a new pass: its permutation is drawn now, from the generator's current state
-            self._start, self._taken = self.generator.get_state(), 0
-            self._it = batches(self.x, self.y, self.batch_size, self.generator)
+        except StopIteration:
+            self._new_pass()
             out = next(self._it)
         self._taken += 1
         return out
@@ -350,14 +352,11 @@ class EndlessBatches:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Go back to the pass that began at ``start`` and skip the batches already taken from it."""
         self.generator.set_state(state["start"])
-        self._start, self._taken = state["start"].clone(), 0
-        self._it = batches(self.x, self.y, self.batch_size, self.generator)
+        self._new_pass()
         for _ in range(int(state["taken"])):
             next(self)
 
 
-def endless_batches(
-    x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator | None = None
-) -> EndlessBatches:
+def endless_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator) -> EndlessBatches:
     """Reshuffled batches forever: the validation stream of a bi-level search (see :class:`EndlessBatches`)."""
-    return EndlessBatches(x, y, batch_size, generator if generator is not None else torch.Generator())
+    return EndlessBatches(x, y, batch_size, generator)

@@ -20,7 +20,6 @@ import torch
 from nas_core.config import ConfigError
 
 #: the spellings ``device`` takes; ``cuda:N`` picks the N-th visible GPU
-DEVICE_CHOICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
 _SPEC = re.compile(r"^(auto|cpu|mps|cuda(?::(\d+))?)$")
 
 
@@ -87,12 +86,3 @@ def device_text(device: torch.device | str) -> str:
         index = dev.index if dev.index is not None else torch.cuda.current_device()
         return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
     return dev.type
-
-
-def synchronize(device: torch.device | str) -> None:
-    """Wait for the device's queued work, so wall-clock timings include it (a no-op on the CPU)."""
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    elif dev.type == "mps":
-        torch.mps.synchronize()

@@ -457,8 +457,8 @@ class ProxyEvaluator:
             raise ValueError("region_samples must be >= 1")
         if self.workers < 1:
             raise ValueError("workers must be >= 1")
-        self.device = str(torch.device(self.device))
-        if torch.device(self.device).type != "cpu":
+        self.device = str(torch.device(self.device))  # "cpu", "cuda:0", ...
+        if self.device != "cpu":
             self.workers = 1  # processes would share one GPU to no gain
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
@@ -475,7 +475,7 @@ class ProxyEvaluator:
         """What the scores depend on besides the architecture, stored beside them so like is compared with like."""
         n = min(int(self.ntk_batch), len(self.x_train))  # type: ignore[arg-type]
         out = {"ntk_batch": n, "region_samples": self.region_samples, "init": self.init, "seed": self.seed}
-        if torch.device(self.device).type != "cpu":  # same inits and inputs, other float rounding
+        if self.device != "cpu":  # same inits and inputs, other float rounding
             out["device"] = torch.device(self.device).type
         return out
 

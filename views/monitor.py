@@ -57,6 +57,26 @@ def _multi_trial(exp: dict[str, Any]) -> bool:
     return isinstance(STRATEGIES.get(exp["strategy"]), MultiTrialStrategy)
 
 
+def _resume_offer(exp: dict[str, Any]) -> tuple[str, str] | None:
+    """The Resume button's label and help when the stopped search can go on from where it stopped, else None."""
+    if _multi_trial(exp):  # from its finished trials
+        finished = repo.events_df(int(exp["id"]), "trial")
+        if finished.empty:
+            return None
+        return (
+            f"Resume ({len(finished)} trials done)",
+            "Queue it again, reusing every finished trial the search proposes again instead of training it",
+        )
+    saved = checkpoint_info(repo.experiment_workdir(int(exp["id"])))  # from its last epoch's checkpoint
+    if saved is None:
+        return None
+    return (
+        f"Resume from epoch {saved['epochs_done']}/{saved['epochs']}",
+        "Queue it again from the checkpoint the search saved at that epoch's end: the same supernet, optimisers "
+        "and random streams: it ends as if never interrupted",
+    )
+
+
 def _status(exp: dict[str, Any]) -> None:
     status = exp["status"]
     info = viz.progress_info(exp)
@@ -72,18 +92,10 @@ def _status(exp: dict[str, Any]) -> None:
     if status in ("failed", "cancelled", "interrupted"):
         left, right = st.columns([1, 4])
         left.button("Run again", key="retry", on_click=_retry, args=(int(exp["id"]),), icon=":material/replay:")
-        finished = repo.events_df(int(exp["id"]), "trial") if _multi_trial(exp) else pd.DataFrame()
-        saved = checkpoint_info(repo.experiment_workdir(int(exp["id"])))
-        if not finished.empty:  # a multi-trial search can go on from its finished trials
-            right.button(f"Resume ({len(finished)} trials done)", key="resume", on_click=_retry,
-                         args=(int(exp["id"]), True), icon=":material/resume:",
-                         help="Queue it again, reusing every finished trial the search proposes again instead of "
-                              "training it")  # fmt: skip
-        elif saved is not None:  # a one-shot search can go on from its last epoch's checkpoint
-            right.button(f"Resume from epoch {saved['epochs_done']}/{saved['epochs']}", key="resume", on_click=_retry,
-                         args=(int(exp["id"]), True), icon=":material/resume:",
-                         help="Queue it again from the checkpoint the search saved at that epoch's end: the same "
-                              "supernet, optimisers and random streams: it ends as if never interrupted")  # fmt: skip
+        resume = _resume_offer(exp)
+        if resume is not None:
+            right.button(resume[0], key="resume", on_click=_retry, args=(int(exp["id"]), True),
+                         icon=":material/resume:", help=resume[1])  # fmt: skip
     st.progress(info.fraction, text=info.text)
     cols = st.columns(4)
     kind = f" ({exp['accuracy_kind']})" if exp.get("accuracy_kind") else ""

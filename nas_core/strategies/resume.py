@@ -31,19 +31,23 @@ def checkpoint_path(workdir: str | Path) -> Path:
     return Path(workdir) / CHECKPOINT_DIR / "search.pt"
 
 
+def _sidecar(workdir: str | Path) -> Path:
+    return checkpoint_path(workdir).with_suffix(".json")
+
+
 def checkpoint_info(workdir: str | Path) -> dict[str, Any] | None:
     """What the last checkpoint of the run folder holds (``epochs_done``, ``epochs``, ``step``, ``strategy``),
     read from its JSON sidecar; None when there is none."""
     try:
-        info = json.loads((Path(workdir) / CHECKPOINT_DIR / "search.json").read_text())
+        info = json.loads(_sidecar(workdir).read_text())
     except (OSError, ValueError):
         return None
     return info if isinstance(info, dict) and checkpoint_path(workdir).exists() else None
 
 
 def clear_checkpoint(workdir: str | Path) -> None:
-    for name in ("search.pt", "search.json"):
-        (Path(workdir) / CHECKPOINT_DIR / name).unlink(missing_ok=True)
+    for path in (checkpoint_path(workdir), _sidecar(workdir)):
+        path.unlink(missing_ok=True)
 
 
 class RecordingReporter:
@@ -91,7 +95,7 @@ def save_checkpoint(workdir: str | Path, state: dict[str, Any], info: dict[str, 
     tmp = path.with_suffix(".pt.tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
-    side = path.with_suffix(".json")
+    side = _sidecar(workdir)
     tmp_side = side.with_suffix(".json.tmp")
     tmp_side.write_text(json.dumps(info, sort_keys=True))
     os.replace(tmp_side, side)
