@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nas_core import ntk_conv
 from nas_core.spaces.darts_genotype import DartsGenotype
 from nas_core.spaces.nb201 import (
     EDGE_PAIRS,
@@ -94,7 +95,7 @@ class ProxyCell(SearchCell):
                     bns = [getattr(self.edges[k], bn_name) for k in ks]
                     scale = torch.cat([bn.weight * w_all[k][i] for k, bn in zip(ks, bns)])
                     shift = torch.cat([bn.bias * w_all[k][i] for k, bn in zip(ks, bns)])
-                    y = F.batch_norm(F.conv2d(r, wt, padding=pad), None, None, scale, shift, True, 0.0, 1e-5)
+                    y = F.batch_norm(ntk_conv.conv2d(r, wt, pad), None, None, scale, shift, True, 0.0, 1e-5)
                     for k, yk in zip(ks, y.split(c, dim=1)):
                         outs[k].append(yk)
             pool = None
@@ -153,6 +154,7 @@ class NTKNet(_Skeleton):
 
     def __init__(self, num_classes: int, in_ch: int, c: int = 3, n: int = 1) -> None:
         super().__init__(ProxyCell, c, n, num_classes, in_ch)
+        ntk_conv.use_fast_convs(self)
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         out = self.global_pooling(self.features(x, weights)).flatten(1)

@@ -251,7 +251,9 @@ def avg_pool_3x3_exclude_pad(x: torch.Tensor) -> torch.Tensor:
     The same numbers as ``F.avg_pool2d(x, 3, 1, 1, count_include_pad=False)`` (up to float rounding), and
     several times faster on CPU, forward and backward: channels-last input takes the padding-inclusive
     kernel (vectorised over channels) rescaled by a cached 9/count map; contiguous input (few channels, e.g.
-    TE-NAS's C=3 proxy nets) takes nine shifted adds of the zero-padded input times the cached 1/count map.
+    TE-NAS's C=3 proxy nets) takes a 3x3 box sum of the zero-padded input (shifted adds) times the cached
+    1/count map, and its backward is the same box sum of the gradient times that map (the zero-padded box
+    sum is its own adjoint), about half the cost of autograd's way through the shifted slices.
     """
     h, w = x.shape[-2:]
     key = (h, w, x.dtype, x.device)
@@ -262,9 +264,29 @@ def avg_pool_3x3_exclude_pad(x: torch.Tensor) -> torch.Tensor:
         _INV_COUNT[key] = inv_count
     if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
         return F.avg_pool2d(x, 3, 1, 1, count_include_pad=True) * (9.0 * inv_count)
+    return _ExcludePadPool.apply(x, inv_count)
+
+
+def _box_sum_3x3(x: torch.Tensor) -> torch.Tensor:
+    """Sum over each 3x3 window of the zero-padded input (same size out), as separable shifted adds."""
     p = F.pad(x, (1, 1, 1, 1))
-    rows = p[..., :-2] + p[..., 1:-1] + p[..., 2:]
-    return (rows[..., :-2, :] + rows[..., 1:-1, :] + rows[..., 2:, :]) * inv_count
+    rows = p[..., :-2] + p[..., 1:-1]
+    rows += p[..., 2:]
+    out = rows[..., :-2, :] + rows[..., 1:-1, :]
+    out += rows[..., 2:, :]
+    return out
+
+
+class _ExcludePadPool(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, inv_count: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(inv_count)
+        return _box_sum_3x3(x).mul_(inv_count)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):  # type: ignore[override]
+        (inv_count,) = ctx.saved_tensors
+        return _box_sum_3x3(g * inv_count), None
 
 
 def _bn(x: torch.Tensor) -> torch.Tensor:

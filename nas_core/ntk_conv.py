@@ -1,0 +1,85 @@
+"""Convolutions for the TE-NAS NTK: the same forward, a backward that is fast on few channels on the CPU.
+
+The NTK takes one backward pass per sample (72 at the reference's batch) through a proxy net with 3 to
+12 channels. On such shapes oneDNN's convolution backward is slow for the input gradient: on this
+project's 2-core AMD EPYC (AVX-512, torch 2.13), batch 72 of 3x32x32, a 3->9 3x3 conv's input gradient
+took 8.8 ms natively, against 2.5 ms for the same numbers as a forward convolution with the kernel
+flipped and its channel axes swapped, while the weight gradient alone took 0.8 ms. A 1x1 conv's whole
+backward took 1.6 ms, against 0.4 ms as matrix products (``python bench/bench_tenas.py --convs``).
+
+So on the CPU, :func:`conv2d` computes a stride-1 conv's input gradient as that forward convolution and
+asks ``convolution_backward`` for the weight gradient only, and :func:`conv1x1` is a matrix product over
+the channel axis (autograd's own backward is then matrix products too). Strided convs and other devices
+take ``F.conv2d`` unchanged (cuDNN has no such gap). Forward values are ``F.conv2d``'s up to float
+rounding; tests compare the gradients with autograd's.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class _Conv2dFastInputGrad(torch.autograd.Function):
+    """Stride-1, dilation-1, ungrouped conv without bias; backward as described in the module doc."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor, padding: int) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x, w)
+        ctx.padding = padding
+        return F.conv2d(x, w, None, 1, padding)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):  # type: ignore[override]
+        x, w = ctx.saved_tensors
+        p = ctx.padding
+        gx = gw = None
+        if ctx.needs_input_grad[0]:
+            k = w.shape[-1]
+            gx = F.conv2d(g, w.flip(2, 3).transpose(0, 1), None, 1, k - 1 - p)
+        if ctx.needs_input_grad[1]:
+            gw = torch.ops.aten.convolution_backward(
+                g, x, w, None, [1, 1], [p, p], [1, 1], False, [0, 0], 1, [False, True, False]
+            )[1]
+        return gx, gw, None
+
+
+def conv2d(x: torch.Tensor, w: torch.Tensor, padding: int = 0, stride: int = 1) -> torch.Tensor:
+    """``F.conv2d(x, w, None, stride, padding)`` (square kernel, no bias), with the fast CPU backward."""
+    k = w.shape[-1]
+    if x.device.type != "cpu" or stride != 1 or w.shape[-2] != k or padding > k - 1:
+        # (padding > k - 1: the input gradient's forward conv would need a negative padding)
+        return F.conv2d(x, w, None, stride, padding)
+    if k == 1:
+        return conv1x1(x, w)
+    return _Conv2dFastInputGrad.apply(x, w, padding)
+
+
+def conv1x1(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """A 1x1 conv without bias (``w``: out x in x 1 x 1) as a matrix product over the channel axis (NCHW)."""
+    n, c, h, wd = x.shape
+    if x.device.type != "cpu":
+        return F.conv2d(x, w)
+    # bmm with the weight expanded over the batch keeps every tensor NCHW-contiguous, forward and backward
+    # (a broadcast matmul folds the batch into the rows and returns a channels-last view, which makes the
+    # BN after it and the gradients before it slow)
+    return torch.bmm(w.view(1, w.shape[0], c).expand(n, -1, -1), x.reshape(n, c, h * wd)).view(n, w.shape[0], h, wd)
+
+
+class Conv2d(nn.Conv2d):
+    """``nn.Conv2d`` whose forward goes through :func:`conv2d` when it can (no bias, groups or dilation)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        plain = self.bias is None and self.groups == 1 and self.dilation == (1, 1) and self.padding_mode == "zeros"
+        if not plain or len(set(self.padding)) != 1 or len(set(self.stride)) != 1:
+            return super().forward(x)
+        return conv2d(x, self.weight, int(self.padding[0]), int(self.stride[0]))
+
+
+def use_fast_convs(model: nn.Module) -> nn.Module:
+    """Switch every plain ``nn.Conv2d`` of ``model`` to :class:`Conv2d` in place (same parameters and names)."""
+    for m in model.modules():
+        if type(m) is nn.Conv2d:
+            m.__class__ = Conv2d
+    return model
