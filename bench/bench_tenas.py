@@ -2,7 +2,7 @@
 batch size, and the wall time of a full NB201 prune on digits at the reference's settings.
 
     python bench/bench_tenas.py [--threads 1] [--workers N] [--batches 24 48 72 96] [--no-search] [--big]
-        [--search-dataset SPEC | --cifar-like] [--processes N] [--pool-ab]
+        [--search-dataset SPEC | --cifar-like] [--processes N] [--pool-ab] [--convs]
 
 ``--big`` also times the NTK on 3x32x32 inputs (the issue's reference figures were measured on those), with
 our per-sample loop on one thread and on ``--workers`` threads (default: ``--threads``), the reference's
@@ -15,6 +15,8 @@ CIFAR-10-layout folder of random 3x32x32 images (the proxies' cost depends on th
 ``--device cuda`` runs the full search there.
 ``--processes N`` scores the full search's candidates on N single-threaded processes (TE-NAS's ``workers``);
 ``--pool-ab`` times that against ``--threads`` threads in one process, alternately, on first-round settings.
+``--convs`` times the backward pass of every convolution of the NTK net (batch 72 of 3x32x32, full supernet)
+with PyTorch's ``F.conv2d`` against ``nas_core.ntk_conv``'s, one thread.
 Numbers are medians of ``--reps`` timed calls after one warm-up call.
 """
 
@@ -33,6 +35,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 from nas_core.config import ExperimentConfig  # noqa: E402
 from nas_core.data import load_dataset  # noqa: E402
@@ -205,6 +208,50 @@ def ntk_on_device(device: str, w: torch.Tensor, reps: int) -> None:
     print(f"  one batched pass, cuDNN off: {timed(batched, reps):.3f} s, kappa {batched():.6g}")
 
 
+def conv_table(reps: int) -> None:
+    """Backward time of each distinct convolution the NTK net runs (batch 72 of 3x32x32, full supernet):
+    PyTorch's F.conv2d against nas_core.ntk_conv (flipped forward conv for the input gradient, 1x1 as products)."""
+    from nas_core import ntk_conv
+
+    calls: list[tuple[tuple[int, ...], tuple[int, ...], int, int, bool]] = []
+    real = ntk_conv.conv2d
+
+    def record(x: torch.Tensor, w: torch.Tensor, padding: int = 0, stride: int = 1) -> torch.Tensor:
+        key = (tuple(x.shape), tuple(w.shape), padding, stride, x.requires_grad)
+        if key not in calls:
+            calls.append(key)
+        return real(x, w, padding, stride)
+
+    torch.manual_seed(0)
+    net = NTKNet(10, 3)
+    ntk_conv.conv2d = record  # type: ignore[assignment]
+    try:
+        net(torch.randn(72, 3, 32, 32), full_supernet_weights())
+    finally:
+        ntk_conv.conv2d = real  # type: ignore[assignment]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    print("\nconvolution backward of the NTK net, batch 72 of 3x32x32, 1 thread, ms per backward pass:")
+    print("  input          weight         pad stride  F.conv2d   ntk_conv   speed-up")
+    total_native = total_ours = 0.0
+    for xs, ws, pad, stride, input_grad in calls:
+        x = torch.randn(xs).requires_grad_(input_grad)
+        w = torch.randn(ws).requires_grad_()
+        times = []
+        for y in (F.conv2d(x, w, None, stride, pad), real(x, w, pad, stride)):
+            g = torch.randn_like(y)
+            inputs = [x, w] if input_grad else [w]
+            times.append(timed(lambda y=y, g=g, inputs=inputs: torch.autograd.grad(y, inputs, g, retain_graph=True),
+                               reps) * 1e3)  # fmt: skip
+        total_native += times[0]
+        total_ours += times[1]
+        print(f"  {str(xs):14s} {str(ws):14s} {pad:3d} {stride:6d} {times[0]:9.2f}  {times[1]:9.2f}  "
+              f"{times[0] / times[1]:8.2f}x")  # fmt: skip
+    print(f"  all {len(calls)} shapes once: {total_native:.1f} ms against {total_ours:.1f} ms "
+          f"({total_native / total_ours:.2f}x)")  # fmt: skip
+    torch.set_num_threads(threads)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1)
@@ -216,6 +263,7 @@ def main() -> None:
     )
     ap.add_argument("--pool-ab", action="store_true", help="time --processes workers against --threads threads")
     ap.add_argument("--no-search", action="store_true", help="skip the full search")
+    ap.add_argument("--convs", action="store_true", help="time each conv's backward, PyTorch's against ntk_conv's")
     ap.add_argument("--big", action="store_true", help="also time the NTK on 3x32x32 inputs")
     ap.add_argument("--search-dataset", default="digits", help="data set of the full search (default digits)")
     ap.add_argument("--cifar-like", action="store_true", help="full search on random 3x32x32 CIFAR-layout data")
@@ -278,6 +326,9 @@ def main() -> None:
             )
             print(f"  full prune, reference: 3 x {candidates} candidates x 2 x ({peer_t:.2f} + {reg:.2f}) s = "
                   f"{ref_prune / 60:.1f} min -> ours is {ref_prune / ours_prune:.1f}x faster")  # fmt: skip
+
+    if args.convs:
+        conv_table(max(args.reps, 5))
 
     if args.pool_ab:
         pool_against_threads(args.threads, max(2, args.processes))
