@@ -7,8 +7,9 @@ took 8.8 ms natively, against 2.5 ms for the same numbers as a forward convoluti
 flipped and its channel axes swapped, while the weight gradient alone took 0.8 ms. A 1x1 conv's whole
 backward took 1.6 ms, against 0.4 ms as matrix products (``python bench/bench_tenas.py --convs``).
 
-So on the CPU, :func:`conv2d` computes a stride-1 conv's input gradient as that forward convolution and
-asks ``convolution_backward`` for the weight gradient only, and :func:`conv1x1` is a matrix product over
+So on the CPU, :func:`conv2d` computes the input gradient of a stride-1 conv with few channels as that
+forward convolution and asks ``convolution_backward`` for the weight gradient only (wider convs, where
+oneDNN's own backward is as fast, keep it), and :func:`conv1x1` is a matrix product over
 the channel axis (autograd's own backward is then matrix products too). Strided convs and other devices
 take ``F.conv2d`` unchanged (cuDNN has no such gap). Forward values are ``F.conv2d``'s up to float
 rounding; tests compare the gradients with autograd's.
@@ -19,6 +20,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+#: the flipped-kernel input gradient is taken for convs of at most these input / output channels: measured
+#: here, it won 1.1-2.2x on 3->3, 3->6, 3->9, 6->6 and 6->12 and lost 5-10% on 6->18 and on every 12->N
+#: (``bench/bench_tenas.py --convs``)
+MAX_FLIPPED_IN = 6
+MAX_FLIPPED_OUT = 12
 
 
 class _Conv2dFastInputGrad(torch.autograd.Function):
@@ -53,6 +60,8 @@ def conv2d(x: torch.Tensor, w: torch.Tensor, padding: int = 0, stride: int = 1) 
         return F.conv2d(x, w, None, stride, padding)
     if k == 1:
         return conv1x1(x, w)
+    if w.shape[1] > MAX_FLIPPED_IN or w.shape[0] > MAX_FLIPPED_OUT:
+        return F.conv2d(x, w, None, stride, padding)
     return _Conv2dFastInputGrad.apply(x, w, padding)
 
 

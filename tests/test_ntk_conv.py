@@ -13,7 +13,15 @@ from nas_core.proxies import NTKNet, init_proxy, per_sample_ntk_rows
 
 @pytest.mark.parametrize(
     ("c_in", "c_out", "k", "padding", "stride"),
-    [(3, 9, 3, 1, 1), (6, 3, 1, 0, 1), (4, 5, 5, 2, 1), (3, 4, 3, 0, 1), (3, 6, 3, 1, 2), (2, 3, 3, 3, 1)],
+    [
+        (3, 9, 3, 1, 1),
+        (6, 3, 1, 0, 1),
+        (4, 5, 5, 2, 1),
+        (3, 4, 3, 0, 1),
+        (3, 6, 3, 1, 2),
+        (2, 3, 3, 3, 1),
+        (12, 36, 3, 1, 1),
+    ],
 )
 @pytest.mark.parametrize("input_grad", [True, False])
 def test_conv2d_values_and_gradients_equal_pytorch(c_in, c_out, k, padding, stride, input_grad) -> None:
