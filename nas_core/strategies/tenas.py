@@ -170,7 +170,7 @@ class TENASStrategy(Strategy):
             1,
             "int",
             "Processes scoring candidates at once, one thread each (1 = in this process). The proxy nets are "
-            "tiny: on 2 cores, 2 workers scored 1.15-1.2x faster than 2 threads in one process",
+            "tiny: on 2 cores, 2 workers scored 1.05-1.2x faster than 2 threads in one process",
             1,
             64,
         ),
