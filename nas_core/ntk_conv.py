@@ -9,7 +9,7 @@ backward took 1.6 ms, against 0.4 ms as matrix products (``python bench/bench_te
 
 So on the CPU, :func:`conv2d` computes the input gradient of a stride-1 conv with few channels as that
 forward convolution and asks ``convolution_backward`` for the weight gradient only (wider convs, where
-oneDNN's own backward is as fast, keep it), and :func:`conv1x1` is a matrix product over
+oneDNN's own backward is as fast, keep it), and 1x1 convs are a matrix product over
 the channel axis (autograd's own backward is then matrix products too). Strided convs and other devices
 take ``F.conv2d`` unchanged (cuDNN has no such gap). Forward values are ``F.conv2d``'s up to float
 rounding; tests compare the gradients with autograd's.
@@ -59,17 +59,15 @@ def conv2d(x: torch.Tensor, w: torch.Tensor, padding: int = 0, stride: int = 1) 
         # (padding > k - 1: the input gradient's forward conv would need a negative padding)
         return F.conv2d(x, w, None, stride, padding)
     if k == 1:
-        return conv1x1(x, w)
+        return _conv1x1(x, w)
     if w.shape[1] > MAX_FLIPPED_IN or w.shape[0] > MAX_FLIPPED_OUT:
         return F.conv2d(x, w, None, stride, padding)
     return _Conv2dFastInputGrad.apply(x, w, padding)
 
 
-def conv1x1(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+def _conv1x1(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """A 1x1 conv without bias (``w``: out x in x 1 x 1) as a matrix product over the channel axis (NCHW)."""
     n, c, h, wd = x.shape
-    if x.device.type != "cpu":
-        return F.conv2d(x, w)
     # bmm with the weight expanded over the batch keeps every tensor NCHW-contiguous, forward and backward
     # (a broadcast matmul folds the batch into the rows and returns a channels-last view, which makes the
     # BN after it and the gradients before it slow)

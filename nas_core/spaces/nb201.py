@@ -278,6 +278,8 @@ def _box_sum_3x3(x: torch.Tensor) -> torch.Tensor:
 
 
 class _ExcludePadPool(torch.autograd.Function):
+    """The exclude-pad pool as box sum times 1/count, with the same box sum for its backward."""
+
     @staticmethod
     def forward(ctx, x: torch.Tensor, inv_count: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         ctx.save_for_backward(inv_count)
