@@ -334,3 +334,19 @@ def test_darts_pcdarts_fused_equals_edge_by_edge_reference(partial_k, size, chan
             torch.testing.assert_close(p.grad, q.grad, rtol=1e-7, atol=1e-9 * scale + 1e-12, msg=name)
     for p in fused.arch_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("strategy", ["darts", "pc-darts", "gdas"])
+def test_the_darts_supernet_recomputes_on_the_cpu_only(strategy, tmp_path, monkeypatch):
+    """Recomputing in backward saves memory traffic on the CPU but doubles a GPU step's launches (measured on
+    an H200), so the space picks it by device and the one-shot loop passes its choice to the supernet."""
+    space = get_space("darts")
+    assert space.supernet_device_options(torch.device("cpu")) == {"recompute": True}
+    assert space.supernet_device_options(torch.device("cuda", 0)) == {"recompute": False}
+    assert get_space("nb201").supernet_device_options(torch.device("cuda")) == {}
+    cfg = ExperimentConfig(strategy=strategy, space="darts", dataset="synthetic", epochs=1, batch_size=16,
+                           final_epochs=0, **SPACE_SETTINGS["darts"]).validated()  # fmt: skip
+    ctx = SearchContext(cfg, space, tiny_data(), MemoryReporter(workdir=tmp_path))
+    assert all(cell.recompute for cell in STRATEGIES[strategy].setup(ctx).net.cells)
+    monkeypatch.setattr(type(space), "supernet_device_options", lambda self, device: {"recompute": False})
+    assert not any(cell.recompute for cell in STRATEGIES[strategy].setup(ctx).net.cells)

@@ -8,6 +8,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 from torch import nn
 
 
@@ -84,6 +85,10 @@ class SearchSpace(ABC):
         **options: Any,
     ) -> nn.Module:
         """The weight-sharing network over all ops, for one-shot search."""
+
+    def supernet_device_options(self, device: torch.device) -> dict[str, Any]:
+        """Options of :meth:`build_supernet` that suit the device the search runs on (none by default)."""
+        return {}
 
     def alpha_rows(self, weights: dict[str, Any]) -> list[tuple[str, str, str, float]]:
         """Long-format (cell, edge, op, weight) rows of per-cell-type (edges x ops) weight matrices."""

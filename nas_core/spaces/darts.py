@@ -795,6 +795,13 @@ class DartsSpace(SearchSpace):
     cell_types = ("normal", "reduce")
     param_free_ops = PARAM_FREE
 
+    def supernet_device_options(self, device: torch.device) -> dict[str, Any]:
+        """Recompute the separable ops' second depthwise conv in backward on the CPU only: there it saves
+        memory traffic, while on a GPU, whose step is bound by kernel launches, it doubles those and made a
+        DARTS step 2.2x slower (H200: 0.94-1.0 s against 0.43 s per forward and backward, C=16, 8 cells,
+        batch 64)."""
+        return {"recompute": device.type == "cpu"}
+
     def parse(self, text: str) -> DartsGenotype:
         return parse_genotype(text)
 

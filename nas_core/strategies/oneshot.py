@@ -151,9 +151,8 @@ class OneShotStrategy(Strategy):
         self.check(ctx)
         cl = cfg.channels_last
         torch.manual_seed(cfg.seed)
-        net = ctx.space.build_supernet(
-            data.num_classes, data.input_shape, cfg.channels, cfg.cells_per_stage, **self.supernet_options(p)
-        )
+        options = {**ctx.space.supernet_device_options(ctx.device), **self.supernet_options(p)}
+        net = ctx.space.build_supernet(data.num_classes, data.input_shape, cfg.channels, cfg.cells_per_stage, **options)
         net = prepare_model(net, cl, ctx.device)
         run = maybe_compile(net, cfg.compile, rep)
         w_params, a_params = net.weight_parameters(), net.arch_parameters()
