@@ -44,11 +44,15 @@ def time_search_steps(
         torch.nn.utils.clip_grad_norm_(w_params, 5.0)
         w_opt.step()
 
+    # on a GPU the steps only queue kernels: wait for them before reading the clock
+    sync = torch.cuda.synchronize if x.device.type == "cuda" else (lambda: None)
     t_warm = time.perf_counter()
     for _ in range(2):
         step()
+    sync()
     warm = time.perf_counter() - t_warm
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
+    sync()
     return warm, (time.perf_counter() - t0) / steps

@@ -796,10 +796,11 @@ class DartsSpace(SearchSpace):
     param_free_ops = PARAM_FREE
 
     def supernet_device_options(self, device: torch.device) -> dict[str, Any]:
-        """Recompute the separable ops' second depthwise conv in backward on the CPU only: there it saves
-        memory traffic, while on a GPU, whose step is bound by kernel launches, it doubles those and made a
-        DARTS step 2.2x slower (H200: 0.94-1.0 s against 0.43 s per forward and backward, C=16, 8 cells,
-        batch 64)."""
+        """Recompute the separable ops' second depthwise conv in backward on the CPU only. There it takes
+        about 8% off the peak memory at the same speed (2 threads, C=16, 8 cells, batch 64: 4.8 against 5.2
+        GB, 9.1-12.2 against 8.9-10.7 s per step; ``bench/bench_darts_space.py --impls ours-cl ours-cl-keep``).
+        On a GPU, whose step is bound by kernel launches, it doubled them: 0.94-1.0 s against 0.43 s per
+        forward and backward on an H200 (``--device cuda --impls ours ours-keep``)."""
         return {"recompute": device.type == "cpu"}
 
     def parse(self, text: str) -> DartsGenotype:
