@@ -1,11 +1,14 @@
 """Search and final-training wall time of a few strategies on each device (``device`` setting), same host.
 
     python bench/bench_device.py [--devices cpu cuda] [--threads N] [--per-class 100] [--cases darts gdas random]
+        [--epochs 1] [--nchw]
 
 Runs on a temporary CIFAR-10-layout folder of random 3x32x32 images (the cost depends on the shapes, not
 the pixels; nothing is downloaded), ``--per-class`` images per class, at NB201's search-network size
 (C=16, N=5) for the NB201 cases and an 8-cell DARTS supernet (C=16, N=2) for GDAS. Prints one row per
 (case, device): search seconds, final-training seconds, and the speed-up against the first device.
+``--nchw`` runs with ``channels_last`` off (the config's default is on: oneDNN's CPU convs are faster so; whether
+cuDNN's float32 channels-last convs cost a GPU run time is what this flag is for).
 """
 
 from __future__ import annotations
@@ -43,8 +46,10 @@ def main() -> None:
     ap.add_argument("--per-class", type=int, default=100, help="random images per class (10 classes)")
     ap.add_argument("--epochs", type=int, default=1, help="search epochs (and final-training epochs)")
     ap.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    ap.add_argument("--nchw", action="store_true", help="channels_last off (default: the config's, on)")
     args = ap.parse_args()
-    print(f"torch {torch.__version__}, {args.threads} CPU thread(s), {os.cpu_count()} CPU(s)")
+    layout = "NCHW" if args.nchw else "channels_last"
+    print(f"torch {torch.__version__}, {args.threads} CPU thread(s), {os.cpu_count()} CPU(s), {layout}")
     for d in args.devices:
         print(f"  {d}: {device_text(resolve_device(d))}")
     rows = []
@@ -56,7 +61,8 @@ def main() -> None:
             for device in args.devices:
                 cfg = ExperimentConfig(
                     strategy=strategy, space=space, dataset=spec, epochs=args.epochs, final_epochs=args.epochs,
-                    final_channels=16, batch_size=64, threads=args.threads, device=device, params=params, **fields,
+                    final_channels=16, batch_size=64, threads=args.threads, device=device, params=params,
+                    channels_last=not args.nchw, **fields,
                 )  # fmt: skip
                 rep = MemoryReporter(workdir=Path(tmp) / f"{name}-{device}")
                 t = time.perf_counter()
