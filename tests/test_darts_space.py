@@ -303,6 +303,25 @@ def test_fused_supernet_equals_the_reference_style_path(mode: str, size: int, ch
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in a.arch_parameters())
 
 
+@pytest.mark.parametrize("mode", ["darts", "pcdarts"])
+def test_keeping_activations_equals_recomputing_them(mode: str) -> None:
+    """A GPU search keeps the separable ops' activations (``recompute=False``); the CPU's default re-runs the
+    second depthwise conv in backward. Both must give the same outputs and gradients."""
+    a, _ = _twin(mode, dtype=torch.float64)
+    b = SP.build_supernet(10, (3, 12, 12), 8, 1, mode=mode, recompute=False).to(torch.float64)
+    b.load_state_dict(a.state_dict())
+    assert all(cell.recompute for cell in a.cells) and not any(cell.recompute for cell in b.cells)
+    x = torch.randn(4, 3, 12, 12, dtype=torch.float64)
+    ya, yb = a(x), b(x)
+    torch.testing.assert_close(ya, yb, rtol=0, atol=1e-12)
+    ya.square().sum().backward()
+    yb.square().sum().backward()
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        assert (p.grad is None) == (q.grad is None), name
+        if p.grad is not None:
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-10, atol=1e-12, msg=name)
+
+
 def test_channels_last_supernet_matches() -> None:
     a, _ = _twin("darts")
     x = torch.randn(2, 3, 12, 12)
