@@ -1,11 +1,12 @@
 """Search and final-training wall time of a few strategies on each device (``device`` setting), same host.
 
-    python bench/bench_device.py [--devices cpu cuda] [--threads N] [--per-class 100] [--cases darts gdas random]
-        [--epochs 1] [--nchw]
+    python bench/bench_device.py [--devices cpu cuda] [--threads N] [--per-class 100]
+        [--cases darts gdas random proxyless] [--epochs 1] [--nchw]
 
 Runs on a temporary CIFAR-10-layout folder of random 3x32x32 images (the cost depends on the shapes, not
 the pixels; nothing is downloaded), ``--per-class`` images per class, at NB201's search-network size
-(C=16, N=5) for the NB201 cases and an 8-cell DARTS supernet (C=16, N=2) for GDAS. Prints one row per
+(C=16, N=5) for the NB201 cases, an 8-cell DARTS supernet (C=16, N=2) for GDAS and the MobileNetV2-style
+supernet for ProxylessNAS (by MACs; ``--cases proxyless``). Prints one row per
 (case, device): search seconds, final-training seconds, and the speed-up against the first device.
 ``--nchw`` runs with ``channels_last`` off (the config's default is on: oneDNN's CPU convs are faster so; whether
 cuDNN's float32 channels-last convs cost a GPU run time is what this flag is for).
@@ -36,6 +37,8 @@ CASES: dict[str, tuple[str, str, dict, dict]] = {
     "darts": ("darts", "nb201", {"channels": 16, "cells_per_stage": 5}, {}),
     "gdas": ("gdas", "darts", {"channels": 16, "cells_per_stage": 2}, {}),
     "random": ("random", "nb201", {"channels": 16, "cells_per_stage": 5}, {"trials": 2, "workers": 1}),
+    # ProxylessNAS by MACs (no latency table to measure); on a GPU its step was the slow one (test_device.py)
+    "proxyless": ("proxylessnas", "mobilenet", {}, {"resource": "macs"}),
 }
 
 
