@@ -338,8 +338,8 @@ def test_darts_pcdarts_fused_equals_edge_by_edge_reference(partial_k, size, chan
 
 @pytest.mark.parametrize("strategy", ["darts", "pc-darts", "gdas"])
 def test_the_darts_supernet_recomputes_on_the_cpu_only(strategy, tmp_path, monkeypatch):
-    """Recomputing in backward saves memory traffic on the CPU but doubles a GPU step's launches (measured on
-    an H200), so the space picks it by device and the one-shot loop passes its choice to the supernet."""
+    """Recomputing in backward saves memory on the CPU at the same speed but doubles a GPU step's launches
+    (measured on an H200), so the space picks it by device and the one-shot loop passes its choice on."""
     space = get_space("darts")
     assert space.supernet_device_options(torch.device("cpu")) == {"recompute": True}
     assert space.supernet_device_options(torch.device("cuda", 0)) == {"recompute": False}
