@@ -10,10 +10,10 @@ Indicative figures: a couple of warm-up steps and ~5 timed steps on a shared mac
     python bench/bench_darts_space.py [--modes darts] [--steps 5] [--threads 2] [--step wa|w] [--device cuda]
 
 Rows: ``xautodl`` (peer; darts mode only), ``ours-plain`` (reference-style per-edge MixedOp sum),
-``ours`` (the default fused supernet, NCHW), ``ours-keep`` (fused, NCHW, ``recompute=False``: what a search
-on a GPU runs), ``ours-cl`` (fused, channels_last: what a search with ``channels_last`` runs on the CPU),
-``ours-cl-keep`` (channels_last, ``recompute=False``: keeps every activation). ``--device cuda`` runs the rows
-there (xautodl's too), timing after a device synchronise; peak RSS is then host memory only.
+``ours`` (the default fused supernet, NCHW), ``ours-keep`` (fused, NCHW, ``recompute=False``: keeps every
+activation), ``ours-cl`` (fused, channels_last: what a search with the default ``channels_last`` runs on the
+CPU), ``ours-cl-keep`` (channels_last, ``recompute=False``: what it runs on a GPU). ``--device cuda`` runs the
+rows there (xautodl's too), timing after a device synchronise; peak RSS is then host memory only.
 """
 
 from __future__ import annotations
