@@ -199,6 +199,54 @@ void pointwise_weight_grad(const float* x, const float* g, float* gw, int N, int
   }
 }
 
+// Batch norm backward (batch statistics) of channel c over N planes of P: one pass for the two sums, one for
+// dx = k * g + a * x + b (see nk_batch_norm_backward).
+void batch_norm_backward(const float* g, const float* x, const float* mean, const float* invstd, const float* gamma,
+                         float* dx, float* dgamma, float* dbeta, int N, int C, int64_t P) {
+  constexpr int L = kLanes;
+  typedef typename Vec<L>::type V;
+  const double M = (double)N * (double)P;
+  for (int c = 0; c < C; ++c) {
+    const float mu = mean[c];
+    V sg[2] = {V{}, V{}}, sgx[2] = {V{}, V{}};
+    double tg = 0.0, tgx = 0.0;
+    for (int n = 0; n < N; ++n) {
+      const float* gp = g + ((int64_t)n * C + c) * P;
+      const float* xp = x + ((int64_t)n * C + c) * P;
+      int64_t p = 0;
+      for (; p + 2 * L <= P; p += 2 * L) {
+        for (int u = 0; u < 2; ++u) {
+          const V gv = load<L>(gp + p + u * L);
+          sg[u] += gv;
+          sgx[u] += gv * (load<L>(xp + p + u * L) - mu);
+        }
+      }
+      for (; p < P; ++p) {
+        tg += gp[p];
+        tgx += (double)gp[p] * (xp[p] - mu);
+      }
+    }
+    for (int j = 0; j < L; ++j) {
+      tg += (double)sg[0][j] + sg[1][j];
+      tgx += (double)sgx[0][j] + sgx[1][j];
+    }
+    const double is = invstd[c], gm = gamma ? gamma[c] : 1.0;
+    if (dgamma) dgamma[c] = (float)(tgx * is);
+    if (dbeta) dbeta[c] = (float)tg;
+    if (!dx) continue;
+    const float k = (float)(gm * is), a = (float)(-gm * is * is * is * tgx / M);
+    const float b = (float)(-(gm * is) * tg / M - (double)a * mu);
+    for (int n = 0; n < N; ++n) {
+      const float* gp = g + ((int64_t)n * C + c) * P;
+      const float* xp = x + ((int64_t)n * C + c) * P;
+      float* dp = dx + ((int64_t)n * C + c) * P;
+      int64_t p = 0;
+      for (; p + L <= P; p += L) store<L>(dp + p, k * load<L>(gp + p) + a * load<L>(xp + p) + b);
+      for (; p < P; ++p) dp[p] = k * gp[p] + a * xp[p] + b;
+    }
+  }
+}
+
 }  // namespace
 
 extern "C" {
@@ -241,6 +289,13 @@ void nk_conv1x1(const float* x, const float* w, float* y, int N, int Ci, int Co,
 // x: N x Ci x P, g: N x Co x P, gw: Co x Ci (overwritten)
 void nk_conv1x1_weight_grad(const float* x, const float* g, float* gw, int N, int Ci, int Co, int64_t P) {
   pointwise_weight_grad(x, g, gw, N, Ci, Co, P);
+}
+
+// Backward of y = gamma * (x - mean) * invstd + beta with batch statistics (mean, invstd of x over N and P):
+// dx (N x C x P), dgamma and dbeta (C); each may be null (not computed).
+void nk_batch_norm_backward(const float* g, const float* x, const float* mean, const float* invstd,
+                            const float* gamma, float* dx, float* dgamma, float* dbeta, int N, int C, int64_t P) {
+  batch_norm_backward(g, x, mean, invstd, gamma, dx, dgamma, dbeta, N, C, P);
 }
 
 }  // extern "C"

@@ -98,6 +98,8 @@ def _load(path: Path) -> ctypes.CDLL:
         f.argtypes, f.restype = [p, p, p, i, i, i, i, i], i
     lib.nk_conv1x1.argtypes, lib.nk_conv1x1.restype = [p, p, p, i, i, i, i64, i], None
     lib.nk_conv1x1_weight_grad.argtypes, lib.nk_conv1x1_weight_grad.restype = [p, p, p, i, i, i, i64], None
+    lib.nk_batch_norm_backward.argtypes = [p, p, p, p, p, p, p, p, i, i, i64]
+    lib.nk_batch_norm_backward.restype = None
     return lib
 
 
@@ -186,3 +188,32 @@ def conv1x1_weight_grad(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     gw = torch.empty(co, ci, dtype=g.dtype)
     lib.nk_conv1x1_weight_grad(x.data_ptr(), g.data_ptr(), gw.data_ptr(), n, ci, co, h * wd)
     return gw
+
+
+def batch_norm_backward(
+    g: torch.Tensor,
+    x: torch.Tensor,
+    mean: torch.Tensor,
+    invstd: torch.Tensor,
+    gamma: torch.Tensor | None,
+    mask: tuple[bool, bool, bool] = (True, True, True),
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """(dx, dgamma, dbeta) of a batch norm on batch statistics (``mean``, ``invstd`` of ``x`` per channel);
+    ``mask`` says which to compute (the others are None)."""
+    lib = library()
+    assert lib is not None
+    g, x = g.contiguous(), x.contiguous()
+    n, c = x.shape[:2]
+    dx = torch.empty_like(x) if mask[0] else None
+    dgamma = torch.empty(c, dtype=x.dtype) if mask[1] else None
+    dbeta = torch.empty(c, dtype=x.dtype) if mask[2] else None
+    gm = gamma.detach().contiguous() if gamma is not None else None
+
+    def ptr(t: torch.Tensor | None) -> int | None:
+        return t.data_ptr() if t is not None else None
+
+    lib.nk_batch_norm_backward(
+        g.data_ptr(), x.data_ptr(), mean.contiguous().data_ptr(), invstd.contiguous().data_ptr(), ptr(gm), ptr(dx),
+        ptr(dgamma), ptr(dbeta), n, c, x[0, 0].numel(),
+    )  # fmt: skip
+    return dx, dgamma, dbeta

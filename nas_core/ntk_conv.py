@@ -161,6 +161,39 @@ class _Conv1x1Native(torch.autograd.Function):
         return gx, gw
 
 
+class _BatchNormNative(torch.autograd.Function):
+    """Batch norm on batch statistics: PyTorch's forward, :mod:`nas_core.cpu_kernels`' backward (two passes over
+    the data for dx and dgamma together; PyTorch's takes a third for dgamma, 1.8x slower here on 9 x 32 x 32)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:  # type: ignore[override]
+        xd, wd = x.detach(), weight.detach()
+        y, mean, invstd = torch.native_batch_norm(xd, wd, bias.detach(), None, None, True, 0.0, eps)
+        ctx.save_for_backward(xd, wd, mean, invstd)
+        ctx.eps = eps
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g: torch.Tensor):  # type: ignore[override]
+        x, w, mean, invstd = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        if _batched(g):
+            dx, dw, db = torch.ops.aten.native_batch_norm_backward(
+                g, x, w, None, None, mean, invstd, True, ctx.eps, [bool(need[0]), bool(need[1]), bool(need[2])]
+            )
+            return dx, dw, db, None
+        dx, dw, db = cpu_kernels.batch_norm_backward(g, x, mean, invstd, w, (need[0], need[1], need[2]))
+        return dx, dw, db, None
+
+
+def batch_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """``F.batch_norm(x, None, None, weight, bias, True, 0.0, eps)`` (batch statistics), fast backward on the CPU."""
+    if x.dim() == 4 and x.dtype == weight.dtype == torch.float32 and x.device.type == "cpu" and cpu_kernels.library():
+        return _BatchNormNative.apply(x, weight, bias, eps)
+    return F.batch_norm(x, None, None, weight, bias, True, 0.0, eps)
+
+
 def _native(x: torch.Tensor, w: torch.Tensor) -> bool:
     return w.dtype == x.dtype and cpu_kernels.supports(x) and cpu_kernels.library() is not None
 

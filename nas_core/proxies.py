@@ -95,7 +95,7 @@ class ProxyCell(SearchCell):
                     bns = [getattr(self.edges[k], bn_name) for k in ks]
                     scale = torch.cat([bn.weight * w_all[k][i] for k, bn in zip(ks, bns)])
                     shift = torch.cat([bn.bias * w_all[k][i] for k, bn in zip(ks, bns)])
-                    y = F.batch_norm(ntk_conv.conv2d(r, wt, pad), None, None, scale, shift, True, 0.0, 1e-5)
+                    y = ntk_conv.batch_norm(ntk_conv.conv2d(r, wt, pad), scale, shift)
                     for k, yk in zip(ks, y.split(c, dim=1)):
                         outs[k].append(yk)
             pool = None
@@ -146,7 +146,7 @@ def _sum(terms: list[torch.Tensor]) -> torch.Tensor:
 
 
 def _bn(x: torch.Tensor, bn: nn.BatchNorm2d) -> torch.Tensor:
-    return F.batch_norm(x, None, None, bn.weight, bn.bias, training=True, eps=1e-5)
+    return ntk_conv.batch_norm(x, bn.weight, bn.bias, 1e-5)
 
 
 class NTKNet(_Skeleton):

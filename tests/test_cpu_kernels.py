@@ -96,11 +96,34 @@ def test_ntk_rows_at_32x32_equal_those_of_pytorch_convs_and_of_the_batched_pass(
     fast = per_sample_ntk_rows(net(x, w).sum(1), params)
     batched = batched_ntk_rows(net(x, w).sum(1), params)
     monkeypatch.setattr(ntk_conv, "conv2d", lambda x, w, padding=0, stride=1: F.conv2d(x, w, None, stride, padding))
+    plain_bn = lambda x, w, b, eps=1e-5: F.batch_norm(x, None, None, w, b, True, 0.0, eps)  # noqa: E731
+    monkeypatch.setattr(ntk_conv, "batch_norm", plain_bn)
     net, params = net_and_params()
     plain = per_sample_ntk_rows(net(x, w).sum(1), params)
     assert fast.shape == plain.shape == batched.shape
     torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(batched, plain, rtol=1e-4, atol=1e-5)
+
+
+@needs_compiler
+@pytest.mark.parametrize("shape", [(6, 9, 32, 32), (5, 4, 3, 3), (7, 12, 8, 8)])
+def test_batch_norm_backward_equals_pytorch(shape: tuple[int, ...]) -> None:
+    """dx, dgamma and dbeta of the batch-statistics BN (planes of 9 pixels: the kernel's scalar tail)."""
+    gen = torch.Generator().manual_seed(shape[1])
+    x = torch.randn(shape, generator=gen) * 3 + 2
+    gamma, beta = torch.rand(shape[1], generator=gen) + 0.5, torch.randn(shape[1], generator=gen)
+    g = torch.randn(shape, generator=gen)
+    ins_a = [t.clone().requires_grad_() for t in (x, gamma, beta)]
+    ins_b = [t.clone().requires_grad_() for t in (x, gamma, beta)]
+    ya = ntk_conv.batch_norm(*ins_a)
+    yb = F.batch_norm(ins_b[0], None, None, ins_b[1], ins_b[2], True, 0.0, 1e-5)
+    assert "Native" in type(ya.grad_fn).__name__
+    torch.testing.assert_close(ya, yb)
+    for a, b in zip(torch.autograd.grad(ya, ins_a, g), torch.autograd.grad(yb, ins_b, g)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    (dgamma,) = torch.autograd.grad(ntk_conv.batch_norm(*ins_a), [ins_a[1]], g)  # dgamma only
+    yb = F.batch_norm(ins_b[0], None, None, ins_b[1], ins_b[2], True, 0.0, 1e-5)
+    torch.testing.assert_close(dgamma, torch.autograd.grad(yb, [ins_b[1]], g)[0], rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("how", ["switched off", "compiler fails"])
@@ -120,6 +143,7 @@ def test_without_kernels_the_convs_fall_back_to_pytorch(
     w = torch.randn(6, 3, 3, 3, requires_grad=True)
     y = ntk_conv.conv2d(x, w, 1)
     assert "Native" not in type(y.grad_fn).__name__
+    assert type(ntk_conv.batch_norm(x, torch.ones(3), torch.zeros(3)).grad_fn).__name__ == "NativeBatchNormBackward0"
     torch.testing.assert_close(y, F.conv2d(x, w, None, 1, 1))
     y.sum().backward()
     assert x.grad is not None and w.grad is not None
