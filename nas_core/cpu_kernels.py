@@ -124,6 +124,13 @@ def library() -> ctypes.CDLL | None:
     return _state["lib"]  # type: ignore[return-value]
 
 
+def _lib() -> ctypes.CDLL:
+    lib = library()
+    if lib is None:
+        raise RuntimeError("the native kernels are not available (see nas_core.cpu_kernels)")
+    return lib
+
+
 def supports(x: torch.Tensor) -> bool:
     """Whether the kernels take this conv input (CPU float32, plane width in :data:`WIDTHS`)."""
     return x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4 and x.shape[-1] in WIDTHS
@@ -131,8 +138,7 @@ def supports(x: torch.Tensor) -> bool:
 
 def pad1(x: torch.Tensor) -> torch.Tensor:
     """``F.pad(x, (1, 1, 1, 1))`` of a contiguous NCHW float32 tensor."""
-    lib = library()
-    assert lib is not None
+    lib = _lib()
     x = x.contiguous()
     n, c, h, w = x.shape
     out = torch.empty(n, c, h + 2, w + 2, dtype=x.dtype)
@@ -142,9 +148,8 @@ def pad1(x: torch.Tensor) -> torch.Tensor:
 
 def conv3x3(xp: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """3x3 conv, stride 1, of an input already padded by 1 (:func:`pad1`); ``w``: out x in x 3 x 3."""
-    lib = library()
-    assert lib is not None
-    w = w.contiguous()
+    lib = _lib()
+    xp, w = xp.contiguous(), w.contiguous()
     n, ci, hp, wp = xp.shape
     co = w.shape[0]
     y = torch.empty(n, co, hp - 2, wp - 2, dtype=xp.dtype)
@@ -155,9 +160,8 @@ def conv3x3(xp: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 def conv3x3_weight_grad(xp: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """Weight gradient of :func:`conv3x3` for output gradient ``g`` (``xp`` the padded input)."""
-    lib = library()
-    assert lib is not None
-    g = g.contiguous()
+    lib = _lib()
+    xp, g = xp.contiguous(), g.contiguous()
     n, ci, hp, wp = xp.shape
     co = g.shape[1]
     gw = torch.empty(co, ci, 3, 3, dtype=g.dtype)
@@ -168,8 +172,7 @@ def conv3x3_weight_grad(xp: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
 
 def conv1x1(x: torch.Tensor, w: torch.Tensor, transpose: bool = False) -> torch.Tensor:
     """1x1 conv of NCHW ``x`` by ``w`` (out x in, any trailing 1x1 dims); ``transpose``: by ``w``'s transpose."""
-    lib = library()
-    assert lib is not None
+    lib = _lib()
     x, w = x.contiguous(), w.contiguous()
     n, ci, h, wd = x.shape
     co = w.shape[1] if transpose else w.shape[0]
@@ -180,8 +183,7 @@ def conv1x1(x: torch.Tensor, w: torch.Tensor, transpose: bool = False) -> torch.
 
 def conv1x1_weight_grad(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """Weight gradient (out x in) of a 1x1 conv of ``x`` for output gradient ``g``."""
-    lib = library()
-    assert lib is not None
+    lib = _lib()
     x, g = x.contiguous(), g.contiguous()
     n, ci, h, wd = x.shape
     co = g.shape[1]
@@ -200,8 +202,7 @@ def batch_norm_backward(
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """(dx, dgamma, dbeta) of a batch norm on batch statistics (``mean``, ``invstd`` of ``x`` per channel);
     ``mask`` says which to compute (the others are None)."""
-    lib = library()
-    assert lib is not None
+    lib = _lib()
     g, x = g.contiguous(), x.contiguous()
     n, c = x.shape[:2]
     dx = torch.empty_like(x) if mask[0] else None

@@ -67,71 +67,46 @@ def _batched(t: torch.Tensor) -> bool:
     return f.is_legacy_batchedtensor(t) or f.is_batchedtensor(t) or f.is_functorch_wrapped_tensor(t)
 
 
+def _pytorch_backward(ctx, g: torch.Tensor, x: torch.Tensor, w: torch.Tensor, stride: int, padding: int):
+    """Input and weight gradients by PyTorch, as asked for: for vmapped cotangents, which have no raw pointers."""
+    mask = [bool(ctx.needs_input_grad[0]), bool(ctx.needs_input_grad[1]), False]
+    s, p = [stride, stride], [padding, padding]
+    return tuple(torch.ops.aten.convolution_backward(g, x, w, None, s, p, [1, 1], False, [0, 0], 1, mask)[:2])
+
+
 class _Conv3x3Native(torch.autograd.Function):
-    """3x3, stride 1, padding 1 on :mod:`nas_core.cpu_kernels`: the forward, the input gradient (the forward
+    """3x3, padding 1 on :mod:`nas_core.cpu_kernels`. Stride 1: the forward, the input gradient (the forward
     kernel on the flipped, transposed weight) and the weight gradient (from the padded input kept from the
-    forward, so the 72 passes of an NTK pad it once)."""
+    forward, so the 72 passes of an NTK pad it once). Stride 2 (even planes): forward by PyTorch; the backward
+    is that of the stride-1 conv whose output is subsampled, i.e. with the output gradient spread over a zero
+    plane at the even positions. Three quarters of its products are then with zeros, still 1.3-1.7x faster than
+    oneDNN's backward here (``bench/bench_tenas.py --convs``)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor, stride: int) -> torch.Tensor:  # type: ignore[override]
         xp = cpu_kernels.pad1(x.detach())
         wd = w.detach().contiguous()
         ctx.save_for_backward(xp, wd)
-        return cpu_kernels.conv3x3(xp, wd)
+        ctx.stride = stride
+        return cpu_kernels.conv3x3(xp, wd) if stride == 1 else F.conv2d(x.detach(), wd, None, stride, 1)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g: torch.Tensor):  # type: ignore[override]
         xp, w = ctx.saved_tensors
-        gx = gw = None
         if _batched(g):
-            x = xp[:, :, 1:-1, 1:-1]
-            if ctx.needs_input_grad[0]:
-                gx = F.conv2d(g, w.flip(2, 3).transpose(0, 1), None, 1, 1)
-            if ctx.needs_input_grad[1]:
-                gw = torch.ops.aten.convolution_backward(
-                    g, x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [False, True, False]
-                )[1]
-            return gx, gw
+            return (*_pytorch_backward(ctx, g, xp[:, :, 1:-1, 1:-1], w, ctx.stride, 1), None)
+        if ctx.stride == 2:
+            n, _, hp, wp = xp.shape
+            spread = g.new_zeros(n, g.shape[1], hp - 2, wp - 2)
+            spread[:, :, ::2, ::2] = g
+            g = spread
+        gx = gw = None
         if ctx.needs_input_grad[0]:
             gx = cpu_kernels.conv3x3(cpu_kernels.pad1(g), w.flip(2, 3).transpose(0, 1))
         if ctx.needs_input_grad[1]:
             gw = cpu_kernels.conv3x3_weight_grad(xp, g)
-        return gx, gw
-
-
-class _Conv3x3Stride2Native(torch.autograd.Function):
-    """3x3, stride 2, padding 1 (even planes): forward by PyTorch; backward on :mod:`nas_core.cpu_kernels` as
-    the stride-1 conv whose output is subsampled, i.e. with the output gradient spread over a zero plane at
-    the even positions. Three quarters of the products are then with zeros, still faster than oneDNN's
-    backward here (``bench/bench_tenas.py --convs``)."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        xp = cpu_kernels.pad1(x.detach())
-        wd = w.detach().contiguous()
-        ctx.save_for_backward(xp, wd)
-        return F.conv2d(x.detach(), wd, None, 2, 1)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, g: torch.Tensor):  # type: ignore[override]
-        xp, w = ctx.saved_tensors
-        gx = gw = None
-        if _batched(g):
-            x = xp[:, :, 1:-1, 1:-1]
-            mask = [bool(ctx.needs_input_grad[0]), bool(ctx.needs_input_grad[1]), False]
-            return tuple(
-                torch.ops.aten.convolution_backward(g, x, w, None, [2, 2], [1, 1], [1, 1], False, [0, 0], 1, mask)[:2]
-            )
-        n, _, hp, wp = xp.shape
-        gz = g.new_zeros(n, g.shape[1], hp - 2, wp - 2)
-        gz[:, :, ::2, ::2] = g
-        if ctx.needs_input_grad[0]:
-            gx = cpu_kernels.conv3x3(cpu_kernels.pad1(gz), w.flip(2, 3).transpose(0, 1))
-        if ctx.needs_input_grad[1]:
-            gw = cpu_kernels.conv3x3_weight_grad(xp, gz)
-        return gx, gw
+        return gx, gw, None
 
 
 class _Conv1x1Native(torch.autograd.Function):
@@ -150,10 +125,7 @@ class _Conv1x1Native(torch.autograd.Function):
         x, w = ctx.saved_tensors
         gx = gw = None
         if _batched(g):
-            mask = [bool(ctx.needs_input_grad[0]), bool(ctx.needs_input_grad[1]), False]
-            return tuple(
-                torch.ops.aten.convolution_backward(g, x, w, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1, mask)[:2]
-            )
+            return _pytorch_backward(ctx, g, x, w, 1, 0)
         if ctx.needs_input_grad[0]:
             gx = cpu_kernels.conv1x1(g, w, transpose=True)
         if ctx.needs_input_grad[1]:
@@ -202,10 +174,8 @@ def conv2d(x: torch.Tensor, w: torch.Tensor, padding: int = 0, stride: int = 1) 
     """``F.conv2d(x, w, None, stride, padding)`` (square kernel, no bias), with the fast CPU backward."""
     k = w.shape[-1]
     if w.shape[-2] == k and k == 3 and padding == 1 and stride in (1, 2) and _native(x, w):
-        if stride == 1:
-            return _Conv3x3Native.apply(x, w)
-        if x.shape[-2] % 2 == 0:
-            return _Conv3x3Stride2Native.apply(x, w)
+        if stride == 1 or x.shape[-2] % 2 == 0:
+            return _Conv3x3Native.apply(x, w, stride)
     if w.shape[-2] == k == 1 and padding == 0 and stride == 1 and _native(x, w):
         return _Conv1x1Native.apply(x, w)
     if x.device.type != "cpu" or stride != 1 or w.shape[-2] != k or padding > k - 1:
