@@ -86,14 +86,15 @@ class _Conv3x3Native(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, w: torch.Tensor, stride: int) -> torch.Tensor:  # type: ignore[override]
         xp = cpu_kernels.pad1(x.detach())
         wd = w.detach().contiguous()
-        ctx.save_for_backward(xp, wd)
+        # the input gradient's weight, flipped and transposed once for all the backward passes
+        ctx.save_for_backward(xp, wd, wd.flip(2, 3).transpose(0, 1).contiguous())
         ctx.stride = stride
         return cpu_kernels.conv3x3(xp, wd) if stride == 1 else F.conv2d(x.detach(), wd, None, stride, 1)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g: torch.Tensor):  # type: ignore[override]
-        xp, w = ctx.saved_tensors
+        xp, w, w_flipped = ctx.saved_tensors
         if _batched(g):
             return (*_pytorch_backward(ctx, g, xp[:, :, 1:-1, 1:-1], w, ctx.stride, 1), None)
         if ctx.stride == 2:
@@ -103,7 +104,7 @@ class _Conv3x3Native(torch.autograd.Function):
             g = spread
         gx = gw = None
         if ctx.needs_input_grad[0]:
-            gx = cpu_kernels.conv3x3(cpu_kernels.pad1(g), w.flip(2, 3).transpose(0, 1))
+            gx = cpu_kernels.conv3x3(cpu_kernels.pad1(g), w_flipped)
         if ctx.needs_input_grad[1]:
             gw = cpu_kernels.conv3x3_weight_grad(xp, g)
         return gx, gw, None
