@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import platform
 from pathlib import Path
 
 import pytest
@@ -124,6 +125,38 @@ def test_batch_norm_backward_equals_pytorch(shape: tuple[int, ...]) -> None:
     (dgamma,) = torch.autograd.grad(ntk_conv.batch_norm(*ins_a), [ins_a[1]], g)  # dgamma only
     yb = F.batch_norm(ins_b[0], None, None, ins_b[1], ins_b[2], True, 0.0, 1e-5)
     torch.testing.assert_close(dgamma, torch.autograd.grad(yb, [ins_b[1]], g)[0], rtol=1e-4, atol=1e-4)
+
+
+@needs_compiler
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 instruction sets")
+@pytest.mark.parametrize(("march", "lanes"), [("x86-64", 4), ("haswell", 8)])
+def test_builds_for_older_cpus_compute_the_same(
+    march: str, lanes: int, fresh_build: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SSE2 (4 lanes) and AVX2 (8 lanes) builds a machine without AVX-512 gets: same numbers as PyTorch."""
+    monkeypatch.setattr(
+        cpu_kernels, "FLAGS", tuple(f"-march={march}" if f == "-march=native" else f for f in cpu_kernels.FLAGS)
+    )
+    lib = cpu_kernels.library()
+    assert lib is not None and lib.nk_lanes() == lanes
+    gen = torch.Generator().manual_seed(lanes)
+    for c_in, c_out, k, stride, size in [(3, 9, 3, 1, 32), (6, 12, 3, 2, 16), (5, 7, 1, 1, 8), (4, 4, 3, 1, 4)]:
+        x = torch.randn(3, c_in, size, size, generator=gen, requires_grad=True)
+        w = torch.randn(c_out, c_in, k, k, generator=gen, requires_grad=True)
+        ya, yb = ntk_conv.conv2d(x, w, k // 2, stride), F.conv2d(x, w, None, stride, k // 2)
+        assert "Native" in type(ya.grad_fn).__name__
+        torch.testing.assert_close(ya, yb, rtol=1e-5, atol=1e-4)
+        g = torch.randn(yb.shape, generator=gen)
+        for a, b in zip(torch.autograd.grad(ya, [x, w], g), torch.autograd.grad(yb, [x, w], g)):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-3)
+    x = torch.randn(4, 6, 8, 8, generator=gen, requires_grad=True)
+    gamma = torch.rand(6, generator=gen).requires_grad_()
+    beta = torch.zeros(6, requires_grad=True)
+    g = torch.randn(4, 6, 8, 8, generator=gen)
+    ga = torch.autograd.grad(ntk_conv.batch_norm(x, gamma, beta), [x, gamma, beta], g)
+    gb = torch.autograd.grad(F.batch_norm(x, None, None, gamma, beta, True, 0.0, 1e-5), [x, gamma, beta], g)
+    for a, b in zip(ga, gb):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("how", ["switched off", "compiler fails"])
