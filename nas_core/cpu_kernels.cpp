@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 namespace {
 
@@ -247,6 +248,47 @@ void batch_norm_backward(const float* g, const float* x, const float* mean, cons
   }
 }
 
+// out = post * (3x3 box sum of the zero-padded pre * x), per plane of H x W; pre / post: H x W maps or null.
+void box3x3(const float* x, const float* pre, const float* post, float* out, int64_t planes, int H, int W) {
+  constexpr int L = kLanes;
+  typedef typename Vec<L>::type V;
+  const int PW = W + 2;
+  std::vector<float> buf((size_t)(H + 2) * PW, 0.f), rows((size_t)(H + 2) * W);
+  for (int64_t p = 0; p < planes; ++p) {
+    const float* xp = x + p * H * W;
+    for (int h = 0; h < H; ++h) {
+      float* r = buf.data() + (int64_t)(h + 1) * PW + 1;
+      if (pre)
+        for (int j = 0; j < W; ++j) r[j] = xp[h * W + j] * pre[h * W + j];
+      else
+        std::memcpy(r, xp + (int64_t)h * W, sizeof(float) * W);
+    }
+    // horizontal sums of 3, then vertical sums of 3
+    for (int h = 0; h < H + 2; ++h) {
+      const float* b = buf.data() + (int64_t)h * PW;
+      float* rr = rows.data() + (int64_t)h * W;
+      int j = 0;
+      for (; j + L <= W; j += L) store<L>(rr + j, load<L>(b + j) + load<L>(b + j + 1) + load<L>(b + j + 2));
+      for (; j < W; ++j) rr[j] = b[j] + b[j + 1] + b[j + 2];
+    }
+    float* op = out + p * H * W;
+    for (int h = 0; h < H; ++h) {
+      const float* r0 = rows.data() + (int64_t)h * W;
+      int j = 0;
+      if (post) {
+        for (; j + L <= W; j += L)
+          store<L>(op + h * W + j, (load<L>(r0 + j) + load<L>(r0 + W + j) + load<L>(r0 + 2 * W + j)) *
+                                       load<L>(post + h * W + j));
+        for (; j < W; ++j) op[h * W + j] = (r0[j] + r0[W + j] + r0[2 * W + j]) * post[h * W + j];
+      } else {
+        for (; j + L <= W; j += L)
+          store<L>(op + h * W + j, load<L>(r0 + j) + load<L>(r0 + W + j) + load<L>(r0 + 2 * W + j));
+        for (; j < W; ++j) op[h * W + j] = r0[j] + r0[W + j] + r0[2 * W + j];
+      }
+    }
+  }
+}
+
 }  // namespace
 
 extern "C" {
@@ -296,6 +338,11 @@ void nk_conv1x1_weight_grad(const float* x, const float* g, float* gw, int N, in
 void nk_batch_norm_backward(const float* g, const float* x, const float* mean, const float* invstd,
                             const float* gamma, float* dx, float* dgamma, float* dbeta, int N, int C, int64_t P) {
   batch_norm_backward(g, x, mean, invstd, gamma, dx, dgamma, dbeta, N, C, P);
+}
+
+// out = post * box3x3(pre * x) per plane (see box3x3); the exclude-pad 3x3 average pool and its backward
+void nk_box3x3(const float* x, const float* pre, const float* post, float* out, int64_t planes, int H, int W) {
+  box3x3(x, pre, post, out, planes, H, W);
 }
 
 }  // extern "C"

@@ -100,6 +100,7 @@ def _load(path: Path) -> ctypes.CDLL:
     lib.nk_conv1x1_weight_grad.argtypes, lib.nk_conv1x1_weight_grad.restype = [p, p, p, i, i, i, i64], None
     lib.nk_batch_norm_backward.argtypes = [p, p, p, p, p, p, p, p, i, i, i64]
     lib.nk_batch_norm_backward.restype = None
+    lib.nk_box3x3.argtypes, lib.nk_box3x3.restype = [p, p, p, p, i64, i, i], None
     return lib
 
 
@@ -218,3 +219,14 @@ def batch_norm_backward(
         ptr(dgamma), ptr(dbeta), n, c, x[0, 0].numel(),
     )  # fmt: skip
     return dx, dgamma, dbeta
+
+
+def box3x3(x: torch.Tensor, pre: torch.Tensor | None = None, post: torch.Tensor | None = None) -> torch.Tensor:
+    """``post * (3x3 box sum of the zero-padded pre * x)`` per plane; ``pre``/``post``: H x W maps or None."""
+    lib = _lib()
+    x = x.contiguous()
+    h, w = x.shape[-2:]
+    out = torch.empty_like(x)
+    ptrs = [m.contiguous().view(h, w).data_ptr() if m is not None else None for m in (pre, post)]
+    lib.nk_box3x3(x.data_ptr(), *ptrs, out.data_ptr(), x.numel() // (h * w), h, w)
+    return out

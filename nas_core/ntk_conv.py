@@ -29,6 +29,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from nas_core import cpu_kernels
+from nas_core.spaces import nb201
 
 #: the flipped-kernel input gradient is taken for convs of at most these input / output channels: measured
 #: here, it won 1.1-2.2x on 3->3, 3->6, 3->9, 6->6 and 6->12 and lost 5-10% on 6->18 and on every 12->N
@@ -165,6 +166,37 @@ def batch_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: f
     if x.dim() == 4 and x.dtype == weight.dtype == torch.float32 and x.device.type == "cpu" and cpu_kernels.library():
         return _BatchNormNative.apply(x, weight, bias, eps)
     return F.batch_norm(x, None, None, weight, bias, True, 0.0, eps)
+
+
+class _ExcludePadPoolNative(torch.autograd.Function):
+    """NB201's exclude-pad 3x3 average pool (box sum times 1/count) on :mod:`nas_core.cpu_kernels`; its backward
+    is the box sum of the gradient times 1/count, one kernel call each way."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, inv_count: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(inv_count)
+        return cpu_kernels.box3x3(x.detach(), post=inv_count)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g: torch.Tensor):  # type: ignore[override]
+        (inv_count,) = ctx.saved_tensors
+        if _batched(g):
+            return nb201._box_sum_3x3(g * inv_count), None
+        return cpu_kernels.box3x3(g, pre=inv_count), None
+
+
+def avg_pool_3x3_exclude_pad(x: torch.Tensor) -> torch.Tensor:
+    """:func:`nas_core.spaces.nb201.avg_pool_3x3_exclude_pad`, on the native kernels for NCHW float32 on the CPU."""
+    if (
+        x.dim() == 4
+        and x.dtype == torch.float32
+        and x.device.type == "cpu"
+        and x.is_contiguous()
+        and cpu_kernels.library() is not None
+    ):
+        return _ExcludePadPoolNative.apply(x, nb201.exclude_pad_inv_count(x))
+    return nb201.avg_pool_3x3_exclude_pad(x)
 
 
 def _native(x: torch.Tensor, w: torch.Tensor) -> bool:

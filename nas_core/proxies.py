@@ -35,7 +35,6 @@ from nas_core.spaces.nb201 import (
     NB201Genotype,
     SearchCell,
     _Skeleton,
-    avg_pool_3x3_exclude_pad,
 )
 
 INITS: tuple[str, ...] = ("kaiming", "pytorch-default")
@@ -104,7 +103,7 @@ class ProxyCell(SearchCell):
                     outs[k].append(w_all[k][_I_SKIP] * h)
                 if act[k][_I_POOL]:
                     if pool is None:
-                        pool = avg_pool_3x3_exclude_pad(h)
+                        pool = ntk_conv.avg_pool_3x3_exclude_pad(h)
                     outs[k].append(w_all[k][_I_POOL] * pool)
                 partial.setdefault(EDGE_PAIRS[k][0], []).extend(outs[k])
             terms = partial.pop(src + 1, [])

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from nas_core import cpu_kernels, ntk_conv
 from nas_core.proxies import NTKNet, batched_ntk_rows, init_proxy, per_sample_ntk_rows
+from nas_core.spaces import nb201
 
 needs_compiler = pytest.mark.skipif(cpu_kernels._compiler() is None, reason="no C++ compiler on this machine")
 
@@ -99,6 +100,7 @@ def test_ntk_rows_at_32x32_equal_those_of_pytorch_convs_and_of_the_batched_pass(
     monkeypatch.setattr(ntk_conv, "conv2d", lambda x, w, padding=0, stride=1: F.conv2d(x, w, None, stride, padding))
     plain_bn = lambda x, w, b, eps=1e-5: F.batch_norm(x, None, None, w, b, True, 0.0, eps)  # noqa: E731
     monkeypatch.setattr(ntk_conv, "batch_norm", plain_bn)
+    monkeypatch.setattr(ntk_conv, "avg_pool_3x3_exclude_pad", nb201.avg_pool_3x3_exclude_pad)
     net, params = net_and_params()
     plain = per_sample_ntk_rows(net(x, w).sum(1), params)
     assert fast.shape == plain.shape == batched.shape
@@ -125,6 +127,22 @@ def test_batch_norm_backward_equals_pytorch(shape: tuple[int, ...]) -> None:
     (dgamma,) = torch.autograd.grad(ntk_conv.batch_norm(*ins_a), [ins_a[1]], g)  # dgamma only
     yb = F.batch_norm(ins_b[0], None, None, ins_b[1], ins_b[2], True, 0.0, 1e-5)
     torch.testing.assert_close(dgamma, torch.autograd.grad(yb, [ins_b[1]], g)[0], rtol=1e-4, atol=1e-4)
+
+
+@needs_compiler
+@pytest.mark.parametrize("shape", [(6, 3, 32, 32), (4, 12, 8, 8), (3, 2, 7, 9), (2, 1, 1, 5)])
+def test_exclude_pad_pool_equals_pytorch(shape: tuple[int, ...]) -> None:
+    """NB201's 3x3 average pool without the padding in the count, forward and backward (odd sizes: the tails)."""
+    gen = torch.Generator().manual_seed(sum(shape))
+    x = torch.randn(shape, generator=gen, requires_grad=True)
+    g = torch.randn(shape, generator=gen)
+    ya = ntk_conv.avg_pool_3x3_exclude_pad(x)
+    yb = F.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
+    assert "Native" in type(ya.grad_fn).__name__
+    torch.testing.assert_close(ya, yb)
+    torch.testing.assert_close(torch.autograd.grad(ya, x, g)[0], torch.autograd.grad(yb, x, g)[0])
+    cl = x.detach().contiguous(memory_format=torch.channels_last)  # not NCHW: the space's own pool
+    torch.testing.assert_close(ntk_conv.avg_pool_3x3_exclude_pad(cl), yb.detach())
 
 
 @needs_compiler
@@ -157,6 +175,8 @@ def test_builds_for_older_cpus_compute_the_same(
     gb = torch.autograd.grad(F.batch_norm(x, None, None, gamma, beta, True, 0.0, 1e-5), [x, gamma, beta], g)
     for a, b in zip(ga, gb):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    y = ntk_conv.avg_pool_3x3_exclude_pad(x)
+    torch.testing.assert_close(y, F.avg_pool2d(x, 3, 1, 1, count_include_pad=False))
 
 
 @pytest.mark.parametrize("how", ["switched off", "compiler fails"])
@@ -177,6 +197,7 @@ def test_without_kernels_the_convs_fall_back_to_pytorch(
     y = ntk_conv.conv2d(x, w, 1)
     assert "Native" not in type(y.grad_fn).__name__
     assert type(ntk_conv.batch_norm(x, torch.ones(3), torch.zeros(3)).grad_fn).__name__ == "NativeBatchNormBackward0"
+    assert "Native" not in type(ntk_conv.avg_pool_3x3_exclude_pad(x).grad_fn).__name__
     torch.testing.assert_close(y, F.conv2d(x, w, None, 1, 1))
     y.sum().backward()
     assert x.grad is not None and w.grad is not None

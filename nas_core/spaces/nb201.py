@@ -255,6 +255,14 @@ def avg_pool_3x3_exclude_pad(x: torch.Tensor) -> torch.Tensor:
     1/count map, and its backward is the same box sum of the gradient times that map (the zero-padded box
     sum is its own adjoint), about half the cost of autograd's way through the shifted slices.
     """
+    inv_count = exclude_pad_inv_count(x)
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return F.avg_pool2d(x, 3, 1, 1, count_include_pad=True) * (9.0 * inv_count)
+    return _ExcludePadPool.apply(x, inv_count)
+
+
+def exclude_pad_inv_count(x: torch.Tensor) -> torch.Tensor:
+    """1 / (pixels of each 3x3 window inside ``x``'s planes), (1, 1, H, W), cached per size, dtype and device."""
     h, w = x.shape[-2:]
     key = (h, w, x.dtype, x.device)
     inv_count = _INV_COUNT.get(key)
@@ -262,9 +270,7 @@ def avg_pool_3x3_exclude_pad(x: torch.Tensor) -> torch.Tensor:
         ones = torch.ones(1, 1, h, w, dtype=x.dtype, device=x.device)
         inv_count = 1.0 / (9.0 * F.avg_pool2d(ones, 3, 1, 1, count_include_pad=True))
         _INV_COUNT[key] = inv_count
-    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-        return F.avg_pool2d(x, 3, 1, 1, count_include_pad=True) * (9.0 * inv_count)
-    return _ExcludePadPool.apply(x, inv_count)
+    return inv_count
 
 
 def _box_sum_3x3(x: torch.Tensor) -> torch.Tensor:
