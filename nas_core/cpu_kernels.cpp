@@ -82,20 +82,26 @@ void forward_block(const float* xp, const float* w, float* y, int Ci, int H, int
   }
 }
 
+// Output channels per block: as many as keep their accumulators (CB x W / L vectors) within the register
+// budget, so each loaded input row serves all of them (a 9 -> 3 input-gradient conv is one block of 3).
+constexpr int kAccBudget = kLanes == 16 ? 24 : 12;  // of 32 zmm (AVX-512), else of 16 registers
+
+template <int W, int CB>
+void forward_blocks(const float* xn, const float* w, float* yn, int Ci, int Co, int H, int co) {
+  constexpr int L = W < kLanes ? W : kLanes, NV = W / L;
+  if constexpr (CB > 1) {
+    if (CB * NV > kAccBudget) return forward_blocks<W, CB - 1>(xn, w, yn, Ci, Co, H, co);
+  }
+  for (; co + CB <= Co; co += CB) forward_block<W, CB>(xn, w, yn, Ci, H, co);
+  if constexpr (CB > 1) {
+    if (co < Co) forward_blocks<W, CB - 1>(xn, w, yn, Ci, Co, H, co);
+  }
+}
+
 template <int W>
 void forward(const float* xp, const float* w, float* y, int N, int Ci, int Co, int H) {
-  // 4 output channels of 2 vectors (W = 32) or 8 of 1 keep 8 accumulators in registers
-  constexpr int CB = W >= 32 ? 4 : 8;
   const int64_t in_n = (int64_t)Ci * (H + 2) * (W + 2), out_n = (int64_t)Co * H * W;
-  for (int n = 0; n < N; ++n) {
-    const float* xn = xp + n * in_n;
-    float* yn = y + n * out_n;
-    int co = 0;
-    for (; co + CB <= Co; co += CB) forward_block<W, CB>(xn, w, yn, Ci, H, co);
-    for (; co + 4 <= Co; co += 4) forward_block<W, 4>(xn, w, yn, Ci, H, co);
-    for (; co + 2 <= Co; co += 2) forward_block<W, 2>(xn, w, yn, Ci, H, co);
-    for (; co < Co; ++co) forward_block<W, 1>(xn, w, yn, Ci, H, co);
-  }
+  for (int n = 0; n < N; ++n) forward_blocks<W, 12>(xp + n * in_n, w, y + n * out_n, Ci, Co, H, 0);
 }
 
 // gw[co][ci][kh][kw] = sum over n, h, w of g[n][co][h][w] * xpad[n][ci][h + kh][w + kw]; lane sums to the end.
