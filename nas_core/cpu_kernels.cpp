@@ -1,4 +1,6 @@
-// 3x3 convolutions (stride 1, padding 1) on few channels, float32 NCHW, for the TE-NAS NTK on the CPU.
+// Small-channel kernels, float32 NCHW, for the TE-NAS NTK on the CPU: 3x3 convolutions (stride 1, padding 1;
+// forward and weight gradient), 1x1 convolutions, the batch-statistics batch-norm backward and the 3x3 box
+// sum of NB201's exclude-pad average pool.
 //
 // Built at run time by nas_core/cpu_kernels.py (g++ -O3 -march=native) and called through ctypes, one
 // thread per call. Why: oneDNN computes these shapes (3 to 36 channels, 8x8 to 32x32 planes) in a layout
@@ -7,8 +9,9 @@
 // every input channel are multiply-added into it, for a block of output channels at a time. The input is
 // zero-padded once (nk_pad1), so the loops have no border cases.
 //
-// The plane width W is a template parameter (4 to 64, a power of two): one row is W / L vectors of L
-// lanes. Any other width returns 1 and the caller falls back to PyTorch.
+// The 3x3 kernels take the plane width W as a template parameter (4 to 64, a power of two): one row is
+// W / L vectors of L lanes. Any other width returns 1 and the caller falls back to PyTorch. The 1x1, BN and
+// box-sum kernels take any size (a scalar tail after the vectors).
 
 #include <cstdint>
 #include <cstring>

@@ -1,4 +1,4 @@
-"""Native CPU kernels for the TE-NAS NTK's 3x3 convolutions, compiled on first use and cached.
+"""Native CPU kernels for the TE-NAS NTK's convolutions, batch norms and pools, compiled on first use and cached.
 
 ``cpu_kernels.cpp`` is built with the machine's C++ compiler (``$CXX``, else ``g++`` or ``c++``) at
 ``-O3 -march=native`` into a cache folder (``$NAS_KERNEL_CACHE``, else ``~/.cache/nas-dashboard/kernels``),

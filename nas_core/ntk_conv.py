@@ -18,7 +18,9 @@ Where :mod:`nas_core.cpu_kernels` could be built (a C++ compiler on the machine)
 (stride 1 or 2) and 1x1 convs on float32 planes 4 to 64 wide run forward and backward on those kernels
 instead: 2-10x faster than oneDNN per conv on these shapes, the whole NTK net's conv backward 3.1x faster
 than PyTorch's and 2.1x than the flipped-kernel path above (24.0 ms against 11.5 ms per pass,
-``bench/bench_tenas.py --convs``). The paths above remain the fallback.
+``bench/bench_tenas.py --convs``). The proxy cells' batch norms (:func:`batch_norm`) and exclude-pad pools
+(:func:`avg_pool_3x3_exclude_pad`) take their backward from those kernels too. The PyTorch paths remain
+the fallback; tests compare every kernel with PyTorch.
 """
 
 from __future__ import annotations
