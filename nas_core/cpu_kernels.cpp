@@ -260,7 +260,6 @@ void batch_norm_backward(const float* g, const float* x, const float* mean, cons
 // out = post * (3x3 box sum of the zero-padded pre * x), per plane of H x W; pre / post: H x W maps or null.
 void box3x3(const float* x, const float* pre, const float* post, float* out, int64_t planes, int H, int W) {
   constexpr int L = kLanes;
-  typedef typename Vec<L>::type V;
   const int PW = W + 2;
   std::vector<float> buf((size_t)(H + 2) * PW, 0.f), rows((size_t)(H + 2) * W);
   for (int64_t p = 0; p < planes; ++p) {
