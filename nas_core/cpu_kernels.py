@@ -132,9 +132,14 @@ def _lib() -> ctypes.CDLL:
     return lib
 
 
+def usable(x: torch.Tensor) -> bool:
+    """Whether the kernels can take ``x`` (a CPU float32 NCHW tensor) and are built."""
+    return x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4 and library() is not None
+
+
 def supports(x: torch.Tensor) -> bool:
-    """Whether the kernels take this conv input (CPU float32, plane width in :data:`WIDTHS`)."""
-    return x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4 and x.shape[-1] in WIDTHS
+    """Whether the conv kernels take this input: :func:`usable`, plane width in :data:`WIDTHS`."""
+    return x.shape[-1] in WIDTHS and usable(x)
 
 
 def pad1(x: torch.Tensor) -> torch.Tensor:

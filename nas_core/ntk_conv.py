@@ -165,7 +165,7 @@ class _BatchNormNative(torch.autograd.Function):
 
 def batch_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """``F.batch_norm(x, None, None, weight, bias, True, 0.0, eps)`` (batch statistics), fast backward on the CPU."""
-    if x.dim() == 4 and x.dtype == weight.dtype == torch.float32 and x.device.type == "cpu" and cpu_kernels.library():
+    if weight.dtype == torch.float32 and cpu_kernels.usable(x):
         return _BatchNormNative.apply(x, weight, bias, eps)
     return F.batch_norm(x, None, None, weight, bias, True, 0.0, eps)
 
@@ -190,19 +190,13 @@ class _ExcludePadPoolNative(torch.autograd.Function):
 
 def avg_pool_3x3_exclude_pad(x: torch.Tensor) -> torch.Tensor:
     """:func:`nas_core.spaces.nb201.avg_pool_3x3_exclude_pad`, on the native kernels for NCHW float32 on the CPU."""
-    if (
-        x.dim() == 4
-        and x.dtype == torch.float32
-        and x.device.type == "cpu"
-        and x.is_contiguous()
-        and cpu_kernels.library() is not None
-    ):
+    if x.is_contiguous() and cpu_kernels.usable(x):
         return _ExcludePadPoolNative.apply(x, nb201.exclude_pad_inv_count(x))
     return nb201.avg_pool_3x3_exclude_pad(x)
 
 
 def _native(x: torch.Tensor, w: torch.Tensor) -> bool:
-    return w.dtype == x.dtype and cpu_kernels.supports(x) and cpu_kernels.library() is not None
+    return w.dtype == x.dtype and cpu_kernels.supports(x)
 
 
 def conv2d(x: torch.Tensor, w: torch.Tensor, padding: int = 0, stride: int = 1) -> torch.Tensor:
