@@ -49,7 +49,7 @@ from nas_core.latency_lut import (  # noqa: E402
 )
 from nas_core.metrics import device_name, fast_median, steady_allocator, time_forward  # noqa: E402
 from nas_core.spaces import get_space  # noqa: E402
-from nas_core.spaces.mobilenet import PRESETS, layout  # noqa: E402
+from nas_core.spaces.mobilenet_arch import PRESETS, layout  # noqa: E402
 from nas_core.spaces.mobilenet_proxyless import block_ops  # noqa: E402
 
 SP = get_space("mobilenet")

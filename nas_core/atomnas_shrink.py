@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nas_core.spaces.mobilenet import MobileNetNetwork, estimate_macs
+from nas_core.spaces.mobilenet_arch import MobileNetNetwork, estimate_macs
 from nas_core.spaces.mobilenet_blocks import InvertedResidual, atom_macs
 
 

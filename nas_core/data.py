@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from nas_core import data_readers
-from nas_core.config import ConfigError
+from nas_core.errors import ConfigError
 
 DATASETS: dict[str, str] = {
     "digits": "scikit-learn's bundled handwritten digits (1797 images, 1x8x8, 10 classes)",

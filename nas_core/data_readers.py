@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from nas_core.config import ConfigError
+from nas_core.errors import ConfigError
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 

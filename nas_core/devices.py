@@ -17,7 +17,7 @@ import re
 
 import torch
 
-from nas_core.config import ConfigError
+from nas_core.errors import ConfigError
 
 #: the spellings ``device`` takes; ``cuda:N`` picks the N-th visible GPU
 _SPEC = re.compile(r"^(auto|cpu|mps|cuda(?::(\d+))?)$")

@@ -38,6 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nas_core.errors import GenotypeError
 from nas_core.metrics import (
     LATENCY_STATISTIC,
     device_name,
@@ -46,8 +47,7 @@ from nas_core.metrics import (
     measure_latency,
     steady_allocator,
 )
-from nas_core.spaces.base import GenotypeError
-from nas_core.spaces.mobilenet import (
+from nas_core.spaces.mobilenet_arch import (
     OPS,
     MBConv,
     MobileNetGenotype,
@@ -382,7 +382,7 @@ def measure_in_network(
     (:data:`nas_core.metrics.FAST_FRACTION` of them, by whole-pass time), of that layer's time: the
     per-layer reading of the statistic the final network is measured with.
     """
-    from nas_core.spaces.mobilenet import MobileNetNetwork
+    from nas_core.spaces.mobilenet_arch import MobileNetNetwork
 
     steady_allocator()
     n_blocks = len(get_preset(preset).block_names())

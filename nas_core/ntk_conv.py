@@ -31,7 +31,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from nas_core import cpu_kernels
-from nas_core.spaces import nb201
+from nas_core.spaces import nb201_arch as nb201
 
 #: the flipped-kernel input gradient is taken for convs of at most these input / output channels: measured
 #: here, it won 1.1-2.2x on 3->3, 3->6, 3->9, 6->6 and 6->12 and lost 5-10% on 6->18 and on every 12->N

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from nas_core.config import ExperimentConfig, final_network_options
+from nas_core.config import ExperimentConfig
 from nas_core.data import load_dataset
 from nas_core.devices import device_text, resolve_device
 from nas_core.export import export_all, sha256
@@ -24,6 +24,7 @@ from nas_core.spaces import get_space
 from nas_core.strategies import SearchContext, get_strategy
 from nas_core.strategies.resume import clear_checkpoint
 from nas_core.train import evaluate, train_network
+from nas_core.validation import final_network_options
 
 
 @dataclass

@@ -28,13 +28,13 @@ from torch import nn
 
 from nas_core import ntk_conv
 from nas_core.spaces.darts_genotype import DartsGenotype
-from nas_core.spaces.nb201 import (
+from nas_core.spaces.nb201_arch import (
     EDGE_PAIRS,
     NUM_NODES,
     OPS,
     NB201Genotype,
     SearchCell,
-    _Skeleton,
+    Skeleton,
 )
 
 INITS: tuple[str, ...] = ("kaiming", "pytorch-default")
@@ -148,7 +148,7 @@ def _bn(x: torch.Tensor, bn: nn.BatchNorm2d) -> torch.Tensor:
     return ntk_conv.batch_norm(x, bn.weight, bn.bias, 1e-5)
 
 
-class NTKNet(_Skeleton):
+class NTKNet(Skeleton):
     """NB201 search skeleton (stem, 3 stages of N cells, ResNet blocks, classifier) with proxy cells."""
 
     def __init__(self, num_classes: int, in_ch: int, c: int = 3, n: int = 1) -> None:

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nas_core.errors import GenotypeError
 from nas_core.proxies import (
     ACTIVE_THRESHOLD,
     _kappa,
@@ -40,7 +41,6 @@ from nas_core.proxies import (
     linear_regions,
     per_sample_ntk_rows,
 )
-from nas_core.spaces.base import GenotypeError
 from nas_core.spaces.darts_genotype import DEFAULT_CONCAT, EDGE_PAIRS, NODE_SLICES, OPS, STEPS, DartsGenotype
 from nas_core.spaces.darts_ops import FactorizedReduce, ReLUConvBN, make_op, shifted
 

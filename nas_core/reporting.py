@@ -12,10 +12,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 
-class Cancelled(Exception):
-    """Raised inside the engine when the reporter says the run should stop."""
-
-
 @dataclass
 class ArchitectureRecord:
     """One evaluated architecture, as stored and plotted on the Pareto chart."""

@@ -25,9 +25,9 @@ from torch import nn
 
 from nas_core.augment import cutout as cutout_batch
 from nas_core.augment import random_crop_flip
-from nas_core.config import ConfigError
 from nas_core.data import Dataset, batches, load_dataset
-from nas_core.reporting import Cancelled, MemoryReporter, Reporter
+from nas_core.errors import Cancelled, ConfigError
+from nas_core.reporting import MemoryReporter, Reporter
 
 
 def fmt(x: torch.Tensor, channels_last: bool) -> torch.Tensor:

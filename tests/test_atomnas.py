@@ -21,7 +21,7 @@ from nas_core.atomnas_shrink import (
 )
 from nas_core.metrics import count_macs
 from nas_core.spaces import get_space
-from nas_core.spaces.mobilenet import Mixed, Zero, estimate_macs
+from nas_core.spaces.mobilenet_arch import Mixed, Zero, estimate_macs
 from nas_core.spaces.mobilenet_blocks import InvertedResidual, atom_macs
 from nas_core.strategies import STRATEGIES
 from nas_core.strategies.atomnas import RMSpropTF, controller_factor, proximal_l1_, rho_ramp, setpoint

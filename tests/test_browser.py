@@ -168,7 +168,7 @@ def test_monitor_draws_the_trials_pareto_front_in_chromium(dashboard: str) -> No
     """A finished evolution run: the Monitor's accuracy-MACs chart of its trials renders, with the trial table;
     a trial queued for final training from there is run by the worker the app starts."""
     sync_api = pytest.importorskip("playwright.sync_api")
-    from nas_core.jobs import run_job
+    from nas_service.jobs import run_job
     from storage import repo
 
     cfg = {"strategy": "evolution", "space": "nb201", "dataset": "synthetic", "epochs": 1, "final_epochs": 1,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from nas_core.cli import main
+from nas_service.cli import main
 from storage import repo
 
 ROOT = Path(__file__).resolve().parents[1]

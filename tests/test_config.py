@@ -2,7 +2,8 @@
 
 import pytest
 
-from nas_core.config import ConfigError, ExperimentConfig, apply_overrides
+from nas_core.config import ExperimentConfig, apply_overrides
+from nas_core.errors import ConfigError
 
 
 def test_defaults_validate_and_fill_strategy_params():

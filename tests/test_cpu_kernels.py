@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from nas_core import cpu_kernels, ntk_conv
 from nas_core.proxies import NTKNet, batched_ntk_rows, init_proxy, per_sample_ntk_rows
-from nas_core.spaces import nb201
+from nas_core.spaces import nb201_arch as nb201
 
 needs_compiler = pytest.mark.skipif(cpu_kernels._compiler() is None, reason="no C++ compiler on this machine")
 

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from nas_core.augment import cutout, random_crop_flip
-from nas_core.config import ConfigError
+from nas_core.errors import ConfigError, GenotypeError
 from nas_core.metrics import count_params
-from nas_core.spaces import GenotypeError, get_space
+from nas_core.spaces import get_space
 from nas_core.spaces.darts import DartsNetwork, DartsSuperNet, derive_cell, normalise_betas
 from nas_core.spaces.darts_genotype import EDGES, OPS, PRESETS, DartsGenotype, format_genotype
 from nas_core.spaces.darts_ops import Identity, channel_shuffle
@@ -504,7 +504,7 @@ def test_augment_functions_are_deterministic_and_shape_preserving() -> None:
 
 
 def test_cli_profile_with_a_preset(capsys: pytest.CaptureFixture[str]) -> None:
-    from nas_core.cli import main
+    from nas_service.cli import main
 
     args = ["profile", "--space", "darts", "--genotype", "DARTS_V2", "--channels", "8", "--layers", "5",
             "--auxiliary", "--input", "3x32x32", "--classes", "10", "--json"]  # fmt: skip
@@ -524,7 +524,7 @@ def test_cli_profile_with_a_preset(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_cli_train_refuses_darts_options_for_nb201(capsys: pytest.CaptureFixture[str]) -> None:
-    from nas_core.cli import main
+    from nas_service.cli import main
 
     nb = "|skip_connect~0|+|none~0|none~1|+|none~0|none~1|none~2|"
     for extra, needle in ((["--cutout", "16"], "--cutout"), (["--drop-path", "0.2"], "--drop-path"),

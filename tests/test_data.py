@@ -15,8 +15,9 @@ import torch
 from PIL import Image
 
 from nas_core import data_readers
-from nas_core.config import GENERAL_FIELDS, ConfigError, ExperimentConfig
+from nas_core.config import GENERAL_FIELDS, ExperimentConfig
 from nas_core.data import DATASETS, FOLDER_KINDS, check_dataset, load_dataset
+from nas_core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 C10_TRAIN, C10_TEST = 6, 2  # images per class in the tiny CIFAR-10 fixture

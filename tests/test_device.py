@@ -13,14 +13,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from nas_core.config import ConfigError, ExperimentConfig
+from nas_core.config import ExperimentConfig
 from nas_core.data import batches, load_dataset
 from nas_core.devices import describe_local, local_devices, parse_device, resolve_device
+from nas_core.errors import ConfigError
 from nas_core.export import load_checkpoint
 from nas_core.pipeline import run_experiment
 from nas_core.proxies import ProxyEvaluator, genotype_weights
 from nas_core.reporting import MemoryReporter
-from nas_core.spaces.nb201 import parse_genotype
+from nas_core.spaces.nb201_arch import parse_genotype
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|skip_connect~0|avg_pool_3x3~1|nor_conv_1x1~2|"
@@ -206,7 +207,7 @@ def test_the_gpu_ntk_equals_the_plain_per_sample_loop(space):
 def test_a_queued_run_whose_worker_lacks_the_gpu_fails_naming_device(db):
     """Queued from a machine that may have the GPU; the worker here has none: the run fails with a readable
     message naming the setting, and the other experiments are untouched."""
-    from nas_core.jobs import run_job
+    from nas_service.jobs import run_job
     from storage import repo
 
     ok = repo.create_experiment(_config("random", "nb201", {}, {"trials": 1}, "cpu").to_dict(), name="cpu run")

@@ -14,16 +14,11 @@ from typing import Any
 import pytest
 import torch
 
-from nas_core.cli import main
-from nas_core.config import (
-    FINAL_RECIPE_FIELDS,
-    GENERAL_FIELDS,
-    ConfigError,
-    ExperimentConfig,
-    final_network_options,
-    final_recipe_supported,
-)
+from nas_core.config import FINAL_RECIPE_FIELDS, GENERAL_FIELDS, ExperimentConfig
+from nas_core.errors import ConfigError
 from nas_core.spaces import SPACES
+from nas_core.validation import final_network_options, final_recipe_supported
+from nas_service.cli import main
 from storage import repo
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from nas_core.config import ConfigError, ExperimentConfig
+from nas_core.config import ExperimentConfig
+from nas_core.errors import ConfigError
 from nas_core.pipeline import run_experiment
 from nas_core.reporting import MemoryReporter
-from nas_core.strategies.fixed import retrain_config
+from nas_service.retrain import retrain_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TINY = {"dataset": "synthetic", "epochs": 1, "final_epochs": 1, "channels": 2, "final_channels": 2,

@@ -13,10 +13,10 @@ import pytest
 import torch
 from torch import nn
 
-from nas_core.config import ConfigError
+from nas_core.errors import ConfigError, GenotypeError
 from nas_core.metrics import count_macs, count_params
-from nas_core.spaces import SPACES, GenotypeError, get_space
-from nas_core.spaces.mobilenet import (
+from nas_core.spaces import SPACES, get_space
+from nas_core.spaces.mobilenet_arch import (
     PRESETS,
     ZERO,
     MBConv,

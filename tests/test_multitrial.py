@@ -13,12 +13,13 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from nas_core.config import ConfigError, ExperimentConfig
+from nas_core.config import ExperimentConfig
+from nas_core.errors import Cancelled, ConfigError
 from nas_core.pipeline import run_experiment
-from nas_core.reporting import Cancelled, MemoryReporter
+from nas_core.reporting import MemoryReporter
 from nas_core.spaces import get_space
 from nas_core.spaces.darts_genotype import STEPS
-from nas_core.spaces.mobilenet import block_options, get_preset
+from nas_core.spaces.mobilenet_arch import block_options, get_preset
 from nas_core.strategies.multitrial import Trial, evolve, mnas_reward, population_of
 from storage import repo
 
@@ -181,7 +182,7 @@ def test_cancel_stops_the_pool_and_its_workers(tmp_path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("objective", ["accuracy", "mnas"])
 def test_monitor_lists_the_trials(db: str, objective: str) -> None:
-    from nas_core.jobs import run_job
+    from nas_service.jobs import run_job
 
     params = {"trials": 4, "population": 2, "sample_size": 2, "objective": objective, "target_mmacs": 0.01}
     cfg = {"strategy": "evolution", "space": "nb201", **TINY, "params": params}
@@ -300,7 +301,7 @@ def test_evolution_with_the_pareto_objective_reports_the_front(tmp_path) -> None
 
 @pytest.mark.slow
 def test_trials_can_be_timed_and_charted_against_latency(db: str) -> None:
-    from nas_core.jobs import run_job
+    from nas_service.jobs import run_job
 
     cfg = {"strategy": "random", "space": "nb201", **TINY, "params": {"trials": 3, "latency": True}}
     exp_id = repo.create_experiment(cfg, name="timed trials")

@@ -5,8 +5,9 @@ import json
 import pytest
 import torch
 
+from nas_core.errors import GenotypeError
 from nas_core.metrics import count_macs, count_params
-from nas_core.spaces import GenotypeError, get_space
+from nas_core.spaces import get_space
 
 SP = get_space("nb201")
 ALL_NONE = "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"
@@ -119,7 +120,7 @@ def test_supernet_genotype_is_argmax_including_none():
 @pytest.mark.parametrize("shape", [(4, 3, 8, 8), (2, 16, 5, 7), (3, 1, 1, 1)])
 def test_fast_exclude_pad_pool_equals_pytorch(shape, channels_last):
     """Both paths of the pool (shifted adds; padding-inclusive kernel rescaled) against PyTorch's own."""
-    from nas_core.spaces.nb201 import avg_pool_3x3_exclude_pad
+    from nas_core.spaces.nb201_arch import avg_pool_3x3_exclude_pad
 
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
     if channels_last:

@@ -10,14 +10,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nas_core.cli import main
-from nas_core.config import ConfigError, ExperimentConfig
+from nas_core.config import ExperimentConfig
 from nas_core.data import Dataset, load_dataset
+from nas_core.errors import ConfigError
 from nas_core.reporting import MemoryReporter
 from nas_core.spaces import get_space
-from nas_core.spaces import nb201 as nb201_mod
+from nas_core.spaces import nb201_arch as nb201_mod
 from nas_core.strategies import STRATEGIES, SearchContext
 from nas_core.strategies.gdas import tau_schedule
+from nas_service.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

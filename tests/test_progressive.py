@@ -12,15 +12,16 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from nas_core.config import ConfigError, ExperimentConfig
+from nas_core.config import ExperimentConfig
+from nas_core.errors import ConfigError
 from nas_core.metrics import count_macs, count_params
 from nas_core.pareto import crowding_distance, hypervolume_2d, nondominated_ranks, select_by_fronts
 from nas_core.pipeline import run_experiment
 from nas_core.reporting import MemoryReporter
 from nas_core.spaces import darts_partial, get_space
-from nas_core.spaces.nb201 import EDGE_PAIRS, OPS
+from nas_core.spaces.nb201_arch import EDGE_PAIRS, OPS
 from nas_core.spaces.nb201_partial import expand, first_stage, node_edges, output_connected, padded, tokens
-from nas_core.strategies.growers import DartsGrower, EdgeCosts
+from nas_core.spaces.growers import DartsGrower, EdgeCosts
 from nas_core.surrogate import LSTMEnsemble
 from nas_core.viz_search import rank_correlations
 from storage import repo
@@ -149,7 +150,7 @@ def test_search_trains_the_predicted_fronts_stage_by_stage(tmp_path) -> None:
 
 @pytest.mark.slow
 def test_monitor_draws_a_progressive_run_and_queues_any_trials_final_training(db: str) -> None:
-    from nas_core.jobs import run_job
+    from nas_service.jobs import run_job
 
     cfg = {
         "strategy": "progressive",

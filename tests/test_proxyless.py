@@ -16,8 +16,9 @@ from test_worker import procs  # noqa: F401  (fixture for the worker test)
 from torch import nn
 
 from nas_core import latency_lut
-from nas_core.config import ConfigError, ExperimentConfig
+from nas_core.config import ExperimentConfig
 from nas_core.data import load_dataset
+from nas_core.errors import ConfigError
 from nas_core.latency_lut import (
     UNSTEADY_DRIFT_PCT,
     LatencyLUT,
@@ -46,7 +47,7 @@ from nas_core.metrics import (
 from nas_core.pipeline import run_experiment
 from nas_core.reporting import MemoryReporter
 from nas_core.spaces import get_space, mobilenet
-from nas_core.spaces.mobilenet import OPS, PRESETS, estimate_macs
+from nas_core.spaces.mobilenet_arch import OPS, PRESETS, estimate_macs
 from nas_core.spaces.mobilenet_proxyless import (
     BINARY_MODES,
     CANDIDATES,
@@ -657,7 +658,7 @@ def test_lut_frame_rows(digits_lut):
 
 
 def test_predict_refuses_genotypes_outside_the_table(digits_lut):
-    from nas_core.spaces.base import GenotypeError
+    from nas_core.errors import GenotypeError
 
     mixed = json.dumps({"preset": "digits", "blocks": [{"3": 8}] * 6})
     with pytest.raises(GenotypeError, match="not one of ProxylessNAS's candidates"):

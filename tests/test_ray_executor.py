@@ -17,12 +17,13 @@ import torch
 from streamlit.testing.v1 import AppTest
 from test_multitrial import ROOT, TINY
 
-from nas_core import cli
-from nas_core.config import ConfigError, ExperimentConfig
+from nas_core.config import ExperimentConfig
 from nas_core.data import load_dataset
+from nas_core.errors import Cancelled, ConfigError
 from nas_core.pipeline import ExperimentResult, run_experiment
-from nas_core.reporting import Cancelled, MemoryReporter
+from nas_core.reporting import MemoryReporter
 from nas_core.strategies.multitrial import TrialSettings, run_trial
+from nas_service import cli
 from storage import repo
 
 pytestmark = pytest.mark.usefixtures("one_thread")

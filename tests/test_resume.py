@@ -9,12 +9,13 @@ import pytest
 from sqlalchemy import delete, update
 from streamlit.testing.v1 import AppTest
 
-from nas_core.cli import main
 from nas_core.config import ExperimentConfig
-from nas_core.jobs import run_job
+from nas_core.errors import Cancelled
 from nas_core.pipeline import run_experiment
-from nas_core.reporting import Cancelled, MemoryReporter
+from nas_core.reporting import MemoryReporter
 from nas_core.strategies.resume import checkpoint_info
+from nas_service.cli import main
+from nas_service.jobs import run_job
 from storage import repo
 from storage.db import session
 from storage.models import Event, Experiment

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from nas_core.jobs import run_job
+from nas_service.jobs import run_job
 from storage import repo
 
 ROOT = Path(__file__).resolve().parents[1]

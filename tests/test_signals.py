@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from test_worker import procs  # noqa: F401  (fixture for the worker test)
 
-from nas_core.jobs import DBReporter
 from nas_core.reporting import ArchitectureRecord
+from nas_service.jobs import DBReporter
 from storage import repo
 
 CONFIG = {"strategy": "darts", "space": "nb201", "dataset": "synthetic", "epochs": 1, "name": "signals"}
@@ -135,7 +135,7 @@ def test_proxy_run_through_the_worker_scores_stored_architectures(db: str, procs
 
 
 def test_proxy_run_skips_an_architecture_without_proxy_networks(db: str) -> None:
-    from nas_core.jobs import run_job
+    from nas_service.jobs import run_job
 
     partial = ("Genotype(normal=[('sep_conv_3x3', 0), ('skip_connect', 1)], normal_concat=[2], "
                "reduce=[('sep_conv_3x3', 0), ('skip_connect', 1)], reduce_concat=[2])")  # fmt: skip

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 from nas_core.config import ExperimentConfig
 from nas_core.data import load_dataset
-from nas_core.reporting import Cancelled, MemoryReporter
+from nas_core.errors import Cancelled
+from nas_core.reporting import MemoryReporter
 from nas_core.spaces import get_space
 from nas_core.strategies import STRATEGIES, SearchContext
 from nas_core.strategies.darts import unrolled_alpha_grads

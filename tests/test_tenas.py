@@ -13,9 +13,9 @@ import torch
 from test_worker import TINY, procs  # noqa: F401  (fixture for the worker test)
 from torch import nn
 
-from nas_core.cli import main as cli_main
 from nas_core.config import ExperimentConfig
 from nas_core.data import load_dataset
+from nas_core.errors import Cancelled
 from nas_core.pipeline import run_experiment
 from nas_core.proxies import (
     NTKNet,
@@ -31,11 +31,12 @@ from nas_core.proxies import (
     ntk_condition_number_reference,
     region_inputs,
 )
-from nas_core.reporting import Cancelled, MemoryReporter
+from nas_core.reporting import MemoryReporter
 from nas_core.spaces import get_space
-from nas_core.spaces.nb201 import EDGES, OPS
+from nas_core.spaces.nb201_arch import EDGES, OPS
 from nas_core.strategies import STRATEGIES
 from nas_core.strategies.tenas import choose_prunes, dense_ranks, planned_evaluations
+from nas_service.cli import main as cli_main
 from storage import repo
 
 TINY_PARAMS = {"ntk_batch": 12, "repeats": 1, "region_samples": 100}

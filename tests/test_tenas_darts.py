@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from nas_core.config import ConfigError, ExperimentConfig
+from nas_core.config import ExperimentConfig
 from nas_core.data import load_dataset
+from nas_core.errors import ConfigError, GenotypeError
 from nas_core.pipeline import run_experiment
 from nas_core.proxies import (
     ProxyEvaluator,
@@ -29,7 +30,7 @@ from nas_core.proxies_darts import (
     region_net,
 )
 from nas_core.reporting import MemoryReporter
-from nas_core.spaces import GenotypeError, get_space
+from nas_core.spaces import get_space
 from nas_core.spaces.darts_genotype import EDGES, NODE_SLICES, OPS, PRESETS, DartsGenotype
 from nas_core.strategies import STRATEGIES
 from nas_core.strategies.tenas import PRUNED, active_mask, choose_edges, planned_evaluations

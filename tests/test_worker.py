@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
-from nas_core import jobs
-from nas_core.reporting import ArchitectureRecord, Cancelled
-from nas_core.worker import Worker, _pid_alive, ensure_local_worker
+from nas_core.errors import Cancelled
+from nas_core.reporting import ArchitectureRecord
+from nas_service import jobs
+from nas_service.worker import Worker, _pid_alive, ensure_local_worker
 from storage import repo
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,7 +13,8 @@ from typing import Any, TypeVar
 import pandas as pd
 import streamlit as st
 
-from nas_core.config import ConfigError, ExperimentConfig
+from nas_core.config import ExperimentConfig
+from nas_core.errors import ConfigError
 from storage import repo
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -80,7 +81,7 @@ def init_storage() -> None:
 def ensure_worker() -> str | None:
     """Start a local worker when none is alive (NAS_NO_AUTOSTART=1 turns this off); returns a warning or None."""
     try:
-        from nas_core.worker import ensure_local_worker
+        from nas_service.worker import ensure_local_worker
 
         ensure_local_worker()
     except Exception as exc:  # noqa: BLE001

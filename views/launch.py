@@ -7,17 +7,13 @@ from typing import Any
 
 import streamlit as st
 
-from nas_core.config import (
-    FINAL_RECIPE_FIELDS,
-    GENERAL_FIELDS,
-    ExperimentConfig,
-    ParamSpec,
-    final_recipe_supported,
-)
+from nas_core.config import FINAL_RECIPE_FIELDS, GENERAL_FIELDS, ExperimentConfig
 from nas_core.data import DATASETS
 from nas_core.devices import describe_local, local_devices
+from nas_core.params import ParamSpec
 from nas_core.spaces import SPACES
 from nas_core.strategies import STRATEGIES
+from nas_core.validation import final_recipe_supported
 from views.common import guarded, queue_experiment, show_queued
 
 #: General fields shown up front; final training's under "Final training"; the rest under "Network and runtime".

@@ -132,7 +132,7 @@ def _alphas(exp_id: int, space: Any) -> None:
     left, right = st.columns(2)
     left.plotly_chart(figure("alpha_heatmap", alphas, step, cell, space.ops), key="alpha_heatmap")
     right.plotly_chart(figure("param_free_share", alphas, tuple(sorted(space.param_free_ops))), key="param_free")
-    if space.name == "darts":  # the derivation rule made visible: each node keeps its 2 strongest inputs
+    if space.derives_top2_inputs:  # the derivation rule made visible: each node keeps its 2 strongest inputs
         st.plotly_chart(viz.node_top2(alphas, step, cell, space), key="node_top2")
 
 

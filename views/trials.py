@@ -9,7 +9,7 @@ import streamlit as st
 
 from nas_core import viz, viz_search
 from nas_core.pareto import pareto_mask
-from nas_core.strategies.fixed import retrain_config
+from nas_service.retrain import retrain_config
 from storage import repo
 from views.common import queue_experiment, show_queued
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from nas_core.spaces.base import GenotypeError, SearchSpace
+from nas_core.errors import GenotypeError
+from nas_core.spaces.base import SearchSpace
 from nas_core.spaces.darts import DartsSpace
 from nas_core.spaces.mobilenet import MobileNetSpace
 from nas_core.spaces.nb201 import NB201Space

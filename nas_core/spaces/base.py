@@ -11,9 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-
-class GenotypeError(ValueError):
-    """A genotype string or JSON document was malformed; the message says where."""
+from nas_core.errors import GenotypeError
 
 
 def json_document(text: str) -> Any:
@@ -43,6 +41,26 @@ class SearchSpace(ABC):
     edges: tuple[str, ...]
     cell_types: tuple[str, ...]
     param_free_ops: frozenset[str]
+
+    # What strategies and tools ask of a space. Each space declares its own here, so a new space is one module
+    # plus a registry line, and no strategy asks ``space.name``.
+
+    #: The strategies (registry names) that run on this space; a config naming another is refused.
+    strategies: tuple[str, ...] = ()
+    #: (channels, cells_per_stage) the stand-alone network is profiled at when not told (CLI ``profile``).
+    profile_defaults: tuple[int, int] = (16, 5)
+    #: TE-NAS: the reference's NTK batch for this space (None: the space has no TE-NAS proxy networks).
+    tenas_ntk_batch: int | None = None
+    #: TE-NAS: ops pruned per edge per round when the ``prune_per_round`` parameter is 0 (the reference's).
+    tenas_prune_per_round: int = 1
+    #: TE-NAS: groups (start, stop) of edge indices, each group the incoming edges of one node, that the edge
+    #: stage prunes to two edges each; empty: every edge stays (NB201's cells keep all edges).
+    tenas_edge_groups: tuple[tuple[int, int], ...] = ()
+    #: Trained as a benchmark defines it (NAS-Bench-201): the CLI's ``train`` refuses cutout and drop path.
+    benchmark_recipe_only: bool = False
+    #: The architecture is read off per-node top-2 incoming edges (DARTS's derivation rule): the Monitor
+    #: draws each node's strongest inputs.
+    derives_top2_inputs: bool = False
 
     @abstractmethod
     def parse(self, text: str) -> Any:
@@ -109,6 +127,14 @@ class SearchSpace(ABC):
     def mutate(self, genotype: Any, rng: random.Random) -> Any:
         """A neighbour of ``genotype`` differing in one choice (regularized evolution's mutation)."""
         raise GenotypeError(f"the {self.name} space has no mutation")
+
+    def trial_size(self, channels: int, cells_per_stage: int, input_shape: Sequence[int]) -> str:
+        """How big a multi-trial search's trials are built, in words, for the search log."""
+        return f"at C={channels}, N={cells_per_stage}"
+
+    def grower(self, size: Any) -> Any:
+        """Progressive search's grower of this space's cells for networks of ``size`` (spaces without refuse)."""
+        raise GenotypeError(f"progressive search does not grow {self.name} architectures")
 
     def coerce(self, genotype: Any) -> Any:
         """Accept a genotype object, its text, or its JSON document."""

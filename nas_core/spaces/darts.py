@@ -61,8 +61,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from nas_core.config import ConfigError
-from nas_core.spaces.base import GenotypeError, SearchSpace
+from nas_core.errors import ConfigError, GenotypeError
+from nas_core.spaces.base import SearchSpace
 from nas_core.spaces.darts_genotype import (
     DEFAULT_CONCAT,
     EDGE_PAIRS,
@@ -93,6 +93,7 @@ from nas_core.spaces.darts_ops import (
     make_op,
     shifted,
 )
+from nas_core.spaces.growers import DartsGrower
 
 MODES = ("darts", "pcdarts", "gdas")
 STEM_MULTIPLIER = 3
@@ -794,6 +795,21 @@ class DartsSpace(SearchSpace):
     edges = EDGES
     cell_types = ("normal", "reduce")
     param_free_ops = PARAM_FREE
+    strategies = (
+        "darts", "darts-2nd", "single-darts", "pc-darts", "gdas", "tenas", "random", "evolution", "progressive",
+        "fixed",
+    )  # fmt: skip
+    #: the paper's CIFAR evaluation network: C=36, 20 layers (3 x 6 + 2)
+    profile_defaults = (36, 6)
+    #: TE-NAS on DARTS/CIFAR-10 (the reference's settings): NTK batch 14, three ops pruned per edge per round,
+    #: then each node's incoming edges pruned to two
+    tenas_ntk_batch = 14
+    tenas_prune_per_round = 3
+    tenas_edge_groups = NODE_SLICES
+    derives_top2_inputs = True
+
+    def grower(self, size: Any) -> DartsGrower:
+        return DartsGrower(self, size)
 
     def supernet_device_options(self, device: torch.device) -> dict[str, Any]:
         """Recompute the separable ops' second depthwise conv in backward on the CPU only. There it takes

@@ -19,7 +19,8 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from nas_core.spaces.base import GenotypeError, check_document, json_document
+from nas_core.errors import GenotypeError
+from nas_core.spaces.base import check_document, json_document
 
 OPS: tuple[str, ...] = (
     "none",

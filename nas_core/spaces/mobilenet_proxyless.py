@@ -38,14 +38,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from nas_core.config import ConfigError
-from nas_core.spaces.mobilenet import (
+from nas_core.errors import ConfigError
+from nas_core.spaces.mobilenet_arch import (
     OPS,
     MBConv,
     MobileNetGenotype,
     MobileNetNetwork,
-    _check_width,
     block_groups,
+    check_width,
     get_preset,
     layout,
     parse_block,
@@ -329,7 +329,7 @@ def build_proxyless_supernet(
     """The supernet for ``preset`` at ``width`` (the preset's own width when None); bad values raise ConfigError."""
     cfg = get_preset(preset)
     w = cfg.width if width is None else width
-    _check_width(w, ConfigError)
+    check_width(w, ConfigError)
     if not 0.0 <= dropout < 1.0:
         raise ConfigError("dropout", f"must be in [0, 1), got {dropout}")
     return ProxylessSupernet(preset, float(w), num_classes, input_shape, dropout)

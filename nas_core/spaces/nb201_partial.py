@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 
-from nas_core.spaces.nb201 import EDGE_PAIRS, NUM_NODES, OPS, NB201Genotype
+from nas_core.spaces.nb201_arch import EDGE_PAIRS, NUM_NODES, OPS, NB201Genotype
 
 #: the nodes decided one per stage: 1, 2, 3 (node 0 is the cell's input)
 GROWN_NODES: tuple[int, ...] = tuple(range(1, NUM_NODES))

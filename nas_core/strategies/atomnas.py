@@ -75,9 +75,10 @@ from nas_core.atomnas_shrink import (
     searchable_blocks,
     shrink_network,
 )
-from nas_core.config import ConfigError, ParamSpec
 from nas_core.data import batches
-from nas_core.spaces.mobilenet import PRESETS, MobileNetNetwork, estimate_macs, genotype_from_json
+from nas_core.errors import ConfigError
+from nas_core.params import ParamSpec
+from nas_core.spaces.mobilenet_arch import PRESETS, MobileNetNetwork, estimate_macs, genotype_from_json
 from nas_core.spaces.mobilenet_blocks import InvertedResidual
 from nas_core.strategies.base import SearchContext, SearchOutcome, Strategy
 from nas_core.train import EpochMeter, evaluate, fmt, prepare_model, set_lr
@@ -199,7 +200,6 @@ class AtomNASStrategy(Strategy):
         "L1 penalty on the atoms' BN scales drives unimportant ones to zero and they are removed while it trains, "
         "until the network meets the MACs target. No retraining."
     )
-    spaces = ("mobilenet",)
     relative_cost = 1.0
     trains_network = True
     params = (

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from nas_core.config import ExperimentConfig, ParamSpec
 from nas_core.data import Dataset
-from nas_core.reporting import Cancelled, Reporter
+from nas_core.errors import Cancelled
+from nas_core.params import ParamSpec
+from nas_core.reporting import Reporter
+from nas_core.spaces import SPACES
 from nas_core.spaces.base import SearchSpace
+
+if TYPE_CHECKING:
+    from nas_core.config import ExperimentConfig
 
 
 @dataclass
@@ -64,7 +69,6 @@ class Strategy(ABC):
     name: str
     label: str
     description: str
-    spaces: tuple[str, ...]
     params: tuple[ParamSpec, ...]
     #: cost of one search epoch relative to one epoch of training the final network (progress/ETA)
     relative_cost: float = 2.0
@@ -77,6 +81,12 @@ class Strategy(ABC):
     #: True when a resumed run goes on from where the last attempt stopped (one-shot searches from their last
     #: epoch's checkpoint, multi-trial searches from their finished trials); others start over
     resumable: bool = False
+
+    @property
+    def spaces(self) -> tuple[str, ...]:
+        """The registered spaces that declare this strategy (``SearchSpace.strategies``): the space says what
+        runs on it, so a new space is one module and a registry line, with no strategy to edit."""
+        return tuple(name for name, space in SPACES.items() if self.name in space.strategies)
 
     def search_units(self, config: ExperimentConfig) -> float:
         """The search's cost in final-training epochs, for progress and ETA (multi-trial: trials x epochs)."""

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas_core.config import ParamSpec
+from nas_core.params import ParamSpec
 from nas_core.strategies.oneshot import COMMON_PARAMS, LoopState, OneShotStrategy, maybe_compile
 
 __all__ = ["COMMON_PARAMS", "DARTS_V1", "DARTS_V2", "SINGLE_DARTS", "DartsStrategy", "maybe_compile"]
@@ -64,7 +64,6 @@ def unrolled_alpha_grads(
 class DartsStrategy(OneShotStrategy):
     """DARTS bi-level (first or second order) or single-level (Single-DARTS) search."""
 
-    spaces = ("nb201", "darts")
 
     def __init__(
         self,

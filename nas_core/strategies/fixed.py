@@ -10,12 +10,15 @@ trial 12").
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nas_core.config import ConfigError, ExperimentConfig, ParamSpec
+from nas_core.errors import ConfigError, GenotypeError
+from nas_core.params import ParamSpec
 from nas_core.spaces import get_space
-from nas_core.spaces.base import GenotypeError
 from nas_core.strategies.base import SearchContext, SearchOutcome, Strategy
+
+if TYPE_CHECKING:
+    from nas_core.config import ExperimentConfig
 
 
 def given_genotype(space_name: str, text: str) -> Any:
@@ -39,7 +42,6 @@ class FixedArchitecture(Strategy):
         "Trains a given architecture at the final size and stores it like a search result: to train a trial a "
         "multi-trial search found, a paper's cell, or a genotype from elsewhere."
     )
-    spaces = ("nb201", "darts", "mobilenet")
     params = (
         ParamSpec("genotype", "", "text", "The architecture: the space's genotype text or JSON, or a preset name"),
         ParamSpec("source", "", "text", "Where the architecture comes from, kept with the result"),
@@ -63,14 +65,3 @@ class FixedArchitecture(Strategy):
 
 FIXED = FixedArchitecture()
 
-
-def retrain_config(
-    parent: dict[str, Any], genotype: str, source: str, final_epochs: int | None = None, name: str = ""
-) -> ExperimentConfig:
-    """The validated config that trains ``genotype`` at the final size with ``parent``'s data, seed and final
-    recipe (``final_epochs`` overrides the parent's): how the Monitor queues a trial the user picked."""
-    fields = {k: v for k, v in parent.items() if k not in ("strategy", "params", "name")}
-    if final_epochs is not None:
-        fields["final_epochs"] = final_epochs
-    params = {"genotype": genotype, "source": source}
-    return ExperimentConfig(**fields, strategy=FIXED.name, name=name, params=params).validated()

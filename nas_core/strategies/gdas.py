@@ -11,13 +11,17 @@ decay 5e-4, Nesterov momentum 0.9).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from nas_core.config import ConfigError, ExperimentConfig, ParamSpec
+from nas_core.errors import ConfigError
+from nas_core.params import ParamSpec
 from nas_core.strategies.oneshot import LoopState, OneShotStrategy, mean_entropy
+
+if TYPE_CHECKING:
+    from nas_core.config import ExperimentConfig
 
 GDAS_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("w_lr", 0.025, "float", "Weight learning rate (SGD, cosine-annealed)", 1e-6, 10.0),
@@ -52,7 +56,6 @@ class GdasStrategy(OneShotStrategy):
         "Gumbel-softmax hard sampling of one op per edge (straight-through gradient, only the sampled op "
         "computed), temperature annealed linearly; weight step then alpha step each batch."
     )
-    spaces = ("nb201", "darts")
     params = GDAS_PARAMS
     relative_cost = 0.8
 

@@ -43,15 +43,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from nas_core.config import ConfigError, ExperimentConfig, ParamSpec
 from nas_core.data import Dataset
+from nas_core.errors import Cancelled, ConfigError
 from nas_core.metrics import count_macs, count_params, latency_seconds, measure_latency
+from nas_core.params import ParamSpec
 from nas_core.pareto import crowding_distance, nondominated_ranks, pareto_mask
-from nas_core.reporting import Cancelled
 from nas_core.spaces import get_space
 from nas_core.spaces.mobilenet import search_preset
 from nas_core.strategies.base import SearchContext, SearchOutcome, Strategy
 from nas_core.train import train_network
+
+if TYPE_CHECKING:
+    from nas_core.config import ExperimentConfig
 
 if TYPE_CHECKING:
     from nas_core.strategies.ray_executor import RayTrialExecutor
@@ -387,7 +390,6 @@ class MultiTrialStrategy(Strategy):
     derives_from_weights = False
     resumable = True
 
-    spaces = ("nb201", "darts", "mobilenet")
     common_params: tuple[ParamSpec, ...] = (
         ParamSpec("trials", 20, "int", "Candidates trained and scored in all", 1, 100_000),
         ParamSpec("workers", 1, "int", "Trials at once (1 = in this process; more = a pool, or Ray tasks)", 1, 64),

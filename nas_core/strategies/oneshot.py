@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas_core.config import ParamSpec
 from nas_core.data import batches, endless_batches
+from nas_core.params import ParamSpec
 from nas_core.strategies.base import SearchContext, SearchOutcome, Strategy
 from nas_core.strategies.resume import with_checkpoints
 from nas_core.train import EpochMeter, cosine_lr, evaluate, fmt, prepare_model, set_lr
@@ -107,7 +107,6 @@ class LoopState:
 class OneShotStrategy(Strategy):
     """A supernet search: the shared loop; subclasses set the mode and override the hooks."""
 
-    spaces: tuple[str, ...] = ("nb201",)
     resumable = True
 
     # ------------------------------------------------------------------ hooks

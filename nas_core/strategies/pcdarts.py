@@ -13,13 +13,17 @@ at batch 256 use the reference values). The cosine schedule ends at 0 as in the 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from nas_core.config import ConfigError, ExperimentConfig, ParamSpec
+from nas_core.errors import ConfigError
+from nas_core.params import ParamSpec
 from nas_core.strategies.base import SearchContext
 from nas_core.strategies.oneshot import LoopState, OneShotStrategy
+
+if TYPE_CHECKING:
+    from nas_core.config import ExperimentConfig
 
 PCDARTS_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec(
@@ -62,7 +66,6 @@ class PCDartsStrategy(OneShotStrategy):
         "Partial-channel DARTS: ops on 1/K of the channels with channel shuffle, edge-normalisation betas, "
         "weight-only warm-up epochs, then first-order alpha/beta steps."
     )
-    spaces = ("nb201", "darts")
     params = PCDARTS_PARAMS
     relative_cost = 1.0
 

@@ -11,7 +11,7 @@ instead of predicted accuracy alone:
    over (predicted accuracy up, cost down).
 3. The last stage completes the cell: NB201's node 3, DARTS's node 5.
 
-How cells grow on each space is in :mod:`nas_core.strategies.growers`:
+How cells grow on each space is in :mod:`nas_core.spaces.growers` (each space's ``grower``):
 
 - NB201: a partial cell is a whole NB201 genotype whose later nodes copy node b through skip edges
   (:mod:`nas_core.spaces.nb201_partial`); 4 one-node cells.
@@ -37,14 +37,15 @@ from __future__ import annotations
 import itertools
 import math
 import random
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from nas_core.config import ExperimentConfig, ParamSpec
+from nas_core.params import ParamSpec
 from nas_core.pareto import pareto_mask, select_by_fronts
 from nas_core.strategies.base import SearchContext, SearchOutcome
-from nas_core.strategies.growers import COSTS, GROWERS, grower_for
+from nas_core.spaces import get_space
+from nas_core.spaces.growers import COSTS
 from nas_core.strategies.multitrial import (
     MultiTrialStrategy,
     Trial,
@@ -53,6 +54,9 @@ from nas_core.strategies.multitrial import (
     trial_size,
 )
 from nas_core.surrogate import LSTMEnsemble
+
+if TYPE_CHECKING:
+    from nas_core.config import ExperimentConfig
 
 
 class ProgressiveParetoSearch(MultiTrialStrategy):
@@ -65,7 +69,6 @@ class ProgressiveParetoSearch(MultiTrialStrategy):
         "with an LSTM ensemble fitted on the trials so far and trains `beam` of them picked from the Pareto front "
         "of predicted accuracy against MACs (or params)."
     )
-    spaces = ("nb201", "darts")
     params = (
         *(s for s in MultiTrialStrategy.common_params if s.name != "trials"),
         ParamSpec("beam", 8, "int", "Cells trained per stage after the first (DPP-Net's and PNAS's K)", 1, 1000),
@@ -88,7 +91,7 @@ class ProgressiveParetoSearch(MultiTrialStrategy):
     )
 
     def total_trials(self, config: ExperimentConfig) -> int:
-        p, grower = config.params, GROWERS[config.space]
+        p, grower = config.params, get_space(config.space).grower(None)  # stage counts only: no size needed
         first = len(grower.first_stage())
         first = min(first, p["first_stage"]) if p["first_stage"] else first
         return first + (grower.stages - 1) * int(p["beam"])
@@ -104,7 +107,7 @@ class ProgressiveParetoSearch(MultiTrialStrategy):
         total = self.total_trials(cfg)
         ledger = TrialLedger(ctx, total)
         size = (ctx.data.num_classes, ctx.data.input_shape, cfg.channels, cfg.cells_per_stage)
-        grower = grower_for(space, size)
+        grower = space.grower(size)
         stage_of: dict[str, int] = {}  # genotype text -> the stage that trained it
         with trial_executor(ctx) as ex:
             rep.log(

@@ -41,13 +41,13 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 
-from nas_core.config import ConfigError, ExperimentConfig, ParamSpec
 from nas_core.data import batches, endless_batches
+from nas_core.errors import ConfigError
 from nas_core.latency_lut import (
     LUT_MIN_SECONDS,
     CostTable,
@@ -57,7 +57,8 @@ from nas_core.latency_lut import (
     macs_table,
     predict_latency,
 )
-from nas_core.spaces.mobilenet import OPS, PRESETS
+from nas_core.params import ParamSpec
+from nas_core.spaces.mobilenet_arch import OPS, PRESETS
 from nas_core.spaces.mobilenet_proxyless import (
     BINARY_MODES,
     ProxylessSupernet,
@@ -67,6 +68,9 @@ from nas_core.spaces.mobilenet_proxyless import (
 from nas_core.strategies.base import SearchContext, SearchOutcome, Strategy
 from nas_core.strategies.resume import with_checkpoints
 from nas_core.train import EpochMeter, cosine_lr, evaluate, fmt, prepare_model, set_lr
+
+if TYPE_CHECKING:
+    from nas_core.config import ExperimentConfig
 
 #: The reference's ref values the log-loss is calibrated at (``imagenet_arch_search.py``: 80 ms, 300 MFLOPs).
 REFERENCE_REF = {"latency": 80.0, "macs": 300e6}
@@ -277,7 +281,6 @@ class ProxylessStrategy(Strategy):
         "gradient, or two-path), latency lookup table measured on this machine or MACs, the user's target "
         "in the loss."
     )
-    spaces = ("mobilenet",)
     params = PARAMS
     relative_cost = 1.3
     resumable = True

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from nas_core.data import Dataset
-from nas_core.reporting import Cancelled
+from nas_core.errors import Cancelled
 from nas_core.strategies.multitrial import TrialScore, TrialSettings, run_trial
 
 #: the Ray release the project is tested with (requirements-dev.txt)

@@ -29,17 +29,21 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from nas_core.config import ConfigError, ExperimentConfig, ParamSpec
+from nas_core.errors import ConfigError
+from nas_core.params import ParamSpec
 from nas_core.proxies import ACTIVE_THRESHOLD, INITS, ProxyEvaluator
 from nas_core.proxies_darts import PRUNED_ALPHA, masked_softmax
 from nas_core.spaces.darts import derive_cell
 from nas_core.spaces.darts_genotype import DEFAULT_CONCAT, NODE_SLICES, DartsGenotype
-from nas_core.spaces.nb201 import NB201Genotype
+from nas_core.spaces.nb201_arch import NB201Genotype
 from nas_core.strategies.base import SearchContext, SearchOutcome, Strategy
+
+if TYPE_CHECKING:
+    from nas_core.config import ExperimentConfig
 
 PRUNED = PRUNED_ALPHA
 #: the reference rounds each repeat's relative change before averaging
@@ -133,7 +137,6 @@ class TENASStrategy(Strategy):
         "condition number (trainability) and the number of linear regions (expressivity); on DARTS cells "
         "it then prunes each node's inputs to 2 edges the same way."
     )
-    spaces = ("nb201", "darts")
     relative_cost = 0.3
     params = (
         ParamSpec(

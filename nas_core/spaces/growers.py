@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from nas_core.metrics import count_macs, count_params
-from nas_core.spaces import darts_partial, nb201_partial
+from nas_core.spaces import darts_partial, nb201_partial  # the family modules, not the registry
 from nas_core.spaces.darts_genotype import DartsGenotype
-from nas_core.spaces.nb201 import EDGE_PAIRS, OPS, NB201Genotype
+from nas_core.spaces.nb201_arch import EDGE_PAIRS, OPS, NB201Genotype
 
 COSTS: tuple[str, ...] = ("macs", "params")
 Size = tuple[int, tuple[int, int, int], int, int]  # num_classes, input shape, channels, cells per stage
@@ -153,14 +153,3 @@ class DartsGrower:
         if stage not in self._costs:
             self._costs[stage] = PairCosts.count(self.space, stage, self.size)
         return self._costs[stage].of(g, cost)
-
-
-#: the grower of each space progressive search runs on
-GROWERS: dict[str, type[NB201Grower] | type[DartsGrower]] = {"nb201": NB201Grower, "darts": DartsGrower}
-
-
-def grower_for(space: Any, size: Size) -> NB201Grower | DartsGrower:
-    """The grower of ``space`` (nb201 or darts) for networks of ``size``."""
-    if space.name not in GROWERS:
-        raise ValueError(f"progressive search grows {' and '.join(GROWERS)} cells, not {space.name!r}")
-    return GROWERS[space.name](space, size)

@@ -15,7 +15,8 @@ import traceback
 from pathlib import Path
 from typing import Any, Self, TextIO
 
-from nas_core.reporting import ArchitectureRecord, Cancelled
+from nas_core.errors import Cancelled
+from nas_core.reporting import ArchitectureRecord
 from storage import repo
 from storage.models import utcnow
 
@@ -236,7 +237,8 @@ def run_job(
     a thread; the worker passes False because its parent process heartbeats for the child.
     Raises KeyError if the experiment does not exist.
     """
-    from nas_core.config import ConfigError, ExperimentConfig
+    from nas_core.config import ExperimentConfig
+    from nas_core.errors import ConfigError
 
     exp = repo.get_experiment(experiment_id, url=url)
     if exp is None:
@@ -322,8 +324,9 @@ def run_proxies(exp: dict[str, Any], reporter: DBReporter, url: str | None) -> d
 
     from nas_core.data import load_dataset
     from nas_core.devices import resolve_device
+    from nas_core.errors import GenotypeError
     from nas_core.proxies import PROXY_SPACES, genotype_proxies
-    from nas_core.spaces import GenotypeError, get_space
+    from nas_core.spaces import get_space
 
     cfg = exp["config"]
     settings = {**PROXY_DEFAULTS, **(cfg.get("settings") or {})}

@@ -30,7 +30,7 @@ from storage.db import resolve_url
 from storage.models import ACTIVE_STATES
 from storage.settings import runs_dir
 
-log = logging.getLogger("nas_core.worker")
+log = logging.getLogger("nas_service.worker")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_STALE_S = 20.0
@@ -61,7 +61,7 @@ def _child_main(experiment_id: int, job_id: int, url: str) -> None:
     """Entry point of the job process: run the job, and die with the parent."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is the parent's to handle
     _exit_with_parent()
-    from nas_core.jobs import run_job
+    from nas_service.jobs import run_job
 
     run_job(experiment_id, url, job_id=job_id, heartbeat=False)
 
@@ -333,7 +333,7 @@ def ensure_local_worker(url: str | None = None) -> int | None:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
         with open(folder / "worker.log", "ab") as logf:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "nas_core", "worker"],
+                [sys.executable, "-m", "nas_service", "worker"],
                 stdin=subprocess.DEVNULL,
                 stdout=logf,
                 stderr=subprocess.STDOUT,

@@ -19,7 +19,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from nas_core.config import GENERAL_FIELDS, ConfigError, apply_overrides
+from nas_core.config import GENERAL_FIELDS, apply_overrides
+from nas_core.errors import ConfigError
 
 
 class UsageError(Exception):
@@ -117,7 +118,7 @@ def _config_from_args(args: argparse.Namespace) -> Any:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from nas_core.devices import resolve_device
-    from nas_core.jobs import run_job
+    from nas_service.jobs import run_job
     from storage import repo
 
     cfg = _config_from_args(args)
@@ -161,7 +162,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     exp_id = repo.create_experiment(cfg.to_dict(), cfg.name, url=args.db)
     started = None
     if args.start_worker:
-        from nas_core.worker import ensure_local_worker
+        from nas_service.worker import ensure_local_worker
 
         started = ensure_local_worker(args.db)
     alive = not repo.alive_workers(url=args.db).empty
@@ -177,7 +178,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from nas_core.worker import main as worker_main
+    from nas_service.worker import main as worker_main
 
     if args.poll <= 0:
         raise UsageError("--poll: must be > 0")
@@ -334,7 +335,8 @@ def _bounds(lo: Any, hi: Any, choices: Sequence[str] | None) -> str:
 
 
 def _space_and_genotype(space_name: str, text: str) -> tuple[Any, Any]:
-    from nas_core.spaces import GenotypeError, get_space
+    from nas_core.errors import GenotypeError
+    from nas_core.spaces import get_space
 
     try:
         sp = get_space(space_name)
@@ -344,11 +346,6 @@ def _space_and_genotype(space_name: str, text: str) -> tuple[Any, Any]:
         return sp, sp.parse(text)
     except (GenotypeError, ValueError) as exc:
         raise UsageError(f"--genotype: {exc}") from None
-
-
-#: (channels, cells_per_stage) a space's stand-alone network is profiled at when not told:
-#: the benchmark's for nb201, the paper's CIFAR evaluation network (C=36, 20 layers) for darts.
-PROFILE_DEFAULTS: dict[str, tuple[int, int]] = {"nb201": (16, 5), "darts": (36, 6)}
 
 
 def _network_options(sp: Any, args: argparse.Namespace) -> dict[str, Any]:
@@ -368,7 +365,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from nas_core.metrics import profile_network
 
     sp, g = _space_and_genotype(args.space, args.genotype)
-    d_channels, d_cells = PROFILE_DEFAULTS.get(sp.name, (16, 5))
+    d_channels, d_cells = sp.profile_defaults  # the space's own evaluation size (SearchSpace.profile_defaults)
     args.channels = d_channels if args.channels is None else args.channels
     args.cells_per_stage = d_cells if args.cells_per_stage is None else args.cells_per_stage
     for name in ("channels", "cells_per_stage", "classes", "threads"):
@@ -422,10 +419,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     check_dataset(args.dataset)
     sp, g = _space_and_genotype(args.space, args.genotype)
     options = _network_options(sp, args)
-    if sp.name == "nb201":
+    if sp.benchmark_recipe_only:
         for flag, value in (("--cutout", args.cutout), ("--drop-path", args.drop_path)):
             if value:
-                raise UsageError(f"{flag}: not for the nb201 space (its benchmark recipe has no {flag[2:]})")
+                raise UsageError(f"{flag}: not for the {sp.name} space (its benchmark recipe has no {flag[2:]})")
     reporter = MemoryReporter(workdir=runs_dir() / "train", echo=False)
     res = train_genotype(
         sp.name,
