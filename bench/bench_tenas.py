@@ -179,7 +179,7 @@ def ntk_on_device(device: str, w: torch.Tensor, reps: int) -> None:
     """The NTK of the full supernet (batch 72 of 3x32x32, C=3 N=1) on ``device``: ``ntk_condition_number`` (the
     samples one by one) against one batched backward pass with cuDNN off (cuDNN's kernels cannot be batched)."""
     from nas_core.devices import resolve_device
-    from nas_core.proxies import _kappa, batched_ntk_rows
+    from nas_core.proxies import batched_ntk_rows, kappa
 
     dev = resolve_device(device)
     torch.manual_seed(0)
@@ -201,7 +201,7 @@ def ntk_on_device(device: str, w: torch.Tensor, reps: int) -> None:
         net.train()
         params = [p for name, p in net.named_parameters() if "weight" in name and p.requires_grad]
         with torch.backends.cudnn.flags(enabled=False):
-            k = _kappa(batched_ntk_rows(net(xb, wd).sum(dim=1), params))
+            k = kappa(batched_ntk_rows(net(xb, wd).sum(dim=1), params))
         synchronize()
         return k
 
@@ -214,7 +214,7 @@ def conv_table(reps: int) -> None:
     """Backward time of each distinct convolution the NTK net runs (batch 72 of 3x32x32, full supernet):
     PyTorch's F.conv2d against nas_core.ntk_conv (native kernels, or without them the flipped forward conv for the
     input gradient and 1x1 as products)."""
-    from nas_core import ntk_conv
+    from nas_core.proxies import ntk_conv
 
     calls: list[tuple[tuple[int, ...], tuple[int, ...], int, int, bool]] = []
     real = ntk_conv.conv2d

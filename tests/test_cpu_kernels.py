@@ -10,8 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nas_core import cpu_kernels, ntk_conv
-from nas_core.proxies import NTKNet, batched_ntk_rows, init_proxy, per_sample_ntk_rows
+from nas_core.proxies import NTKNet, batched_ntk_rows, cpu_kernels, init_proxy, ntk_conv, per_sample_ntk_rows
 from nas_core.spaces import nb201_arch as nb201
 
 needs_compiler = pytest.mark.skipif(cpu_kernels._compiler() is None, reason="no C++ compiler on this machine")
@@ -187,7 +186,7 @@ def test_without_kernels_the_convs_fall_back_to_pytorch(
         monkeypatch.setenv("NAS_CPU_KERNELS", "0")
     else:
         monkeypatch.setenv("CXX", "false")  # a "compiler" that fails
-    with caplog.at_level(logging.INFO, logger="nas_core.cpu_kernels"):
+    with caplog.at_level(logging.INFO, logger="nas_core.proxies.cpu_kernels"):
         assert cpu_kernels.library() is None
     if how == "compiler fails":
         assert "native NTK kernels unavailable" in caplog.text

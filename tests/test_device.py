@@ -191,10 +191,10 @@ def test_the_gpu_ntk_equals_the_plain_per_sample_loop(space):
     data = load_dataset("synthetic", 0)
     ev = ProxyEvaluator(data.x_train, data.num_classes, ntk_batch=14, region_samples=50, space=space, device="cuda")
     xb = ev.reinit(3)
-    sp = proxies.proxy_space(space)
+    sp = proxies.proxy_networks(space)
     w = genotype_weights(parse_genotype(ARCH)) if space == "nb201" else None
     if w is None:
-        from nas_core.proxies_darts import genotype_weights as darts_weights
+        from nas_core.proxies.darts import genotype_weights as darts_weights
         from nas_core.spaces.darts_genotype import PRESETS
 
         w = darts_weights(PRESETS["DARTS_V2"])

@@ -7,8 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas_core import ntk_conv
-from nas_core.proxies import NTKNet, init_proxy, per_sample_ntk_rows
+from nas_core.proxies import NTKNet, init_proxy, ntk_conv, per_sample_ntk_rows
 
 
 @pytest.mark.parametrize(

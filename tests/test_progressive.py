@@ -19,9 +19,9 @@ from nas_core.pareto import crowding_distance, hypervolume_2d, nondominated_rank
 from nas_core.pipeline import run_experiment
 from nas_core.reporting import MemoryReporter
 from nas_core.spaces import darts_partial, get_space
+from nas_core.spaces.growers import DartsGrower, EdgeCosts
 from nas_core.spaces.nb201_arch import EDGE_PAIRS, OPS
 from nas_core.spaces.nb201_partial import expand, first_stage, node_edges, output_connected, padded, tokens
-from nas_core.spaces.growers import DartsGrower, EdgeCosts
 from nas_core.surrogate import LSTMEnsemble
 from nas_core.viz_search import rank_correlations
 from storage import repo

@@ -20,7 +20,7 @@ from nas_core.proxies import (
     ntk_condition_number_reference,
     region_inputs,
 )
-from nas_core.proxies_darts import (
+from nas_core.proxies.darts import (
     DartsProxyNet,
     genotype_weights,
     linear_regions_grouped,

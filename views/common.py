@@ -78,6 +78,28 @@ def init_storage() -> None:
         st.stop()
 
 
+def bootstrap(title: str | None = None) -> None:
+    """What every page needs before it draws, safe to run twice in one script run: wide layout and its tab
+    title, a migrated database, and (once per browser session) a worker when none is alive.
+
+    ``app.py`` runs it, and so does every page script: right after a server start, a request for a page's URL
+    can run that page without ``app.py`` (a ``pages/`` folder next to the entrypoint is Streamlit's legacy
+    multipage layout until a session has run ``st.navigation``), and the page must work all the same.
+    """
+    st.set_page_config(
+        page_title=f"{title} · NAS Dashboard" if title else "NAS Dashboard",
+        page_icon=":material/hub:",
+        layout="wide",
+    )
+    init_storage()
+    if "worker_checked" not in st.session_state:
+        # Once per browser session: queued jobs need a worker even if the one that ran them has stopped.
+        st.session_state["worker_checked"] = True
+        warning = ensure_worker()
+        if warning:
+            st.warning(warning)
+
+
 def ensure_worker() -> str | None:
     """Start a local worker when none is alive (NAS_NO_AUTOSTART=1 turns this off); returns a warning or None."""
     try:

@@ -32,6 +32,13 @@ def check_document(doc: Any, space: str, what: str = "genotype JSON") -> dict[st
     return doc
 
 
+#: What runs on a cell space whose supernet mixes ops on edges (NB201, DARTS): the DARTS family, GDAS, TE-NAS,
+#: the multi-trial searches, progressive search and a given architecture.
+CELL_SPACE_STRATEGIES: tuple[str, ...] = (
+    "darts", "darts-2nd", "single-darts", "pc-darts", "gdas", "tenas", "random", "evolution", "progressive", "fixed",
+)  # fmt: skip
+
+
 class SearchSpace(ABC):
     """A family of architectures: supernet for one-shot search, stand-alone nets, genotype I/O, drawing."""
 

@@ -62,7 +62,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from nas_core.errors import ConfigError, GenotypeError
-from nas_core.spaces.base import SearchSpace
+from nas_core.spaces.base import CELL_SPACE_STRATEGIES, SearchSpace
 from nas_core.spaces.darts_genotype import (
     DEFAULT_CONCAT,
     EDGE_PAIRS,
@@ -795,10 +795,7 @@ class DartsSpace(SearchSpace):
     edges = EDGES
     cell_types = ("normal", "reduce")
     param_free_ops = PARAM_FREE
-    strategies = (
-        "darts", "darts-2nd", "single-darts", "pc-darts", "gdas", "tenas", "random", "evolution", "progressive",
-        "fixed",
-    )  # fmt: skip
+    strategies = CELL_SPACE_STRATEGIES
     #: the paper's CIFAR evaluation network: C=36, 20 layers (3 x 6 + 2)
     profile_defaults = (36, 6)
     #: TE-NAS on DARTS/CIFAR-10 (the reference's settings): NTK batch 14, three ops pruned per edge per round,

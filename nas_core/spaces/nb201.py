@@ -9,7 +9,7 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from nas_core.spaces.base import SearchSpace
+from nas_core.spaces.base import CELL_SPACE_STRATEGIES, SearchSpace
 from nas_core.spaces.growers import NB201Grower
 from nas_core.spaces.nb201_arch import (
     EDGE_PAIRS,
@@ -37,10 +37,7 @@ class NB201Space(SearchSpace):
     edges = EDGES
     cell_types = ("normal",)
     param_free_ops = PARAM_FREE
-    strategies = (
-        "darts", "darts-2nd", "single-darts", "pc-darts", "gdas", "tenas", "random", "evolution", "progressive",
-        "fixed",
-    )  # fmt: skip
+    strategies = CELL_SPACE_STRATEGIES
     #: the benchmark's own network: C=16, N=5
     profile_defaults = (16, 5)
     #: TE-NAS on NB201 (the reference's settings): NTK batch 72, one op pruned per edge per round, every edge kept

@@ -43,9 +43,9 @@ import pandas as pd
 
 from nas_core.params import ParamSpec
 from nas_core.pareto import pareto_mask, select_by_fronts
-from nas_core.strategies.base import SearchContext, SearchOutcome
 from nas_core.spaces import get_space
 from nas_core.spaces.growers import COSTS
+from nas_core.strategies.base import SearchContext, SearchOutcome
 from nas_core.strategies.multitrial import (
     MultiTrialStrategy,
     Trial,

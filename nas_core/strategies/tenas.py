@@ -36,9 +36,9 @@ import torch
 from nas_core.errors import ConfigError
 from nas_core.params import ParamSpec
 from nas_core.proxies import ACTIVE_THRESHOLD, INITS, ProxyEvaluator
-from nas_core.proxies_darts import PRUNED_ALPHA, masked_softmax
+from nas_core.proxies.darts import PRUNED_ALPHA, masked_softmax
 from nas_core.spaces.darts import derive_cell
-from nas_core.spaces.darts_genotype import DEFAULT_CONCAT, NODE_SLICES, DartsGenotype
+from nas_core.spaces.darts_genotype import DEFAULT_CONCAT, DartsGenotype
 from nas_core.spaces.nb201_arch import NB201Genotype
 from nas_core.strategies.base import SearchContext, SearchOutcome, Strategy
 
@@ -48,10 +48,8 @@ if TYPE_CHECKING:
 PRUNED = PRUNED_ALPHA
 #: the reference rounds each repeat's relative change before averaging
 DELTA_DECIMALS = 3
-#: ops pruned per edge per round when the parameter is 0: the reference's NB201 and DARTS/CIFAR-10 settings
-DEFAULT_PRUNE_PER_ROUND: dict[str, int] = {"nb201": 1, "darts": 3}
-#: per space, the incoming-edge groups the edge stage prunes to :data:`EDGES_PER_NODE` edges (none on NB201)
-EDGE_GROUPS: dict[str, tuple[tuple[int, int], ...]] = {"nb201": (), "darts": NODE_SLICES}
+# Ops pruned per edge per round when the parameter is 0, and the incoming-edge groups the edge stage prunes to
+# EDGES_PER_NODE edges, are the space's: SearchSpace.tenas_prune_per_round and .tenas_edge_groups.
 EDGES_PER_NODE = 2
 
 Candidate = tuple[Any, int]  # (edge key, op index); the search's edge keys are (cell index, edge index)
@@ -187,10 +185,10 @@ class TENASStrategy(Strategy):
 
     def search(self, ctx: SearchContext) -> SearchOutcome:
         cfg, p, data, space = ctx.config, ctx.params, ctx.data, ctx.space
-        if space.name not in DEFAULT_PRUNE_PER_ROUND:
+        if space.tenas_ntk_batch is None:  # the space has no proxy networks
             raise ConfigError("space", f"{self.label} runs on {', '.join(self.spaces)}, not {space.name!r}")
         repeats = int(p["repeats"])
-        per_round = int(p["prune_per_round"]) or DEFAULT_PRUNE_PER_ROUND[space.name]
+        per_round = int(p["prune_per_round"]) or space.tenas_prune_per_round
         ev = ProxyEvaluator(
             data.x_train,
             data.num_classes,
@@ -211,7 +209,7 @@ class TENASStrategy(Strategy):
         cfg, rep, space = ctx.config, ctx.reporter, ctx.space
         cells = tuple(space.cell_types)
         multi = len(cells) > 1
-        groups = EDGE_GROUPS[space.name]
+        groups = space.tenas_edge_groups
         n_edges, n_ops = len(space.edges), len(space.ops)
         none = space.ops.index("none")
         alpha = {ct: torch.zeros(n_edges, n_ops) for ct in cells}

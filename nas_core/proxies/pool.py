@@ -17,11 +17,12 @@ import dataclasses
 import multiprocessing
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from nas_core.proxies import ProxyEvaluator
+if TYPE_CHECKING:
+    from nas_core.proxies.evaluator import ProxyEvaluator
 
 _replica: dict[str, Any] = {}
 
@@ -30,13 +31,14 @@ def _replica_state(ev: ProxyEvaluator) -> dict[str, Any]:
     """What a worker needs to rebuild ``ev`` without its training data: the fields (region inputs included)
     and the input channels, the one thing the nets take from the data."""
     fields = {f.name: getattr(ev, f.name) for f in dataclasses.fields(ev) if f.name not in ("x_train", "workers")}
-    return {"fields": fields, "in_ch": int(ev.x_train.shape[1])}
+    return {"fields": fields, "in_ch": int(ev.x_train.shape[1]), "factory": type(ev)}
 
 
 def _init(state: dict[str, Any]) -> None:
     torch.set_num_threads(1)
     empty = torch.empty(0, state["in_ch"], 1, 1)  # the nets are built from its channel count alone
-    _replica["ev"], _replica["seed"] = ProxyEvaluator(empty, **state["fields"]), None
+    # the evaluator's class travels by reference (pickled as its import path): this module need not import it
+    _replica["ev"], _replica["seed"] = state["factory"](empty, **state["fields"]), None
 
 
 def _score(seed: int, xb: torch.Tensor, args: tuple[torch.Tensor, ...]) -> tuple[float, int]:

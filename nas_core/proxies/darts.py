@@ -18,7 +18,7 @@ Built as the reference builds them (``VITA-Group/TENAS``, ``prune_tenas.py`` wit
   are all pruned contributes 0, as the reference's "all alphas masked" branch: pass its row as all zeros
   (:func:`masked_softmax` does that for alphas).
 
-Initialisation is :func:`nas_core.proxies.init_proxy` (the same ``init`` choice as on NB201).
+Initialisation is :func:`nas_core.proxies.measures.init_proxy` (the same ``init`` choice as on NB201).
 """
 
 from __future__ import annotations
@@ -32,15 +32,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas_core.errors import GenotypeError
-from nas_core.proxies import (
+from nas_core.proxies.measures import (
     ACTIVE_THRESHOLD,
-    _kappa,
     activation_patterns,
     batched_ntk_rows,
     count_distinct_rows,
+    kappa,
     linear_regions,
+    ntk_condition_number_reference,
     per_sample_ntk_rows,
 )
+from nas_core.proxies.networks import ProxyNetworks
 from nas_core.spaces.darts_genotype import DEFAULT_CONCAT, EDGE_PAIRS, NODE_SLICES, OPS, STEPS, DartsGenotype
 from nas_core.spaces.darts_ops import FactorizedReduce, ReLUConvBN, make_op, shifted
 
@@ -424,7 +426,7 @@ def ntk_condition_number_batched(model: nn.Module, x: torch.Tensor, *args: torch
     else:
         params = [p for name, p in model.named_parameters() if "weight" in name and p.requires_grad]
     s = model(x, *args).sum(dim=1)
-    return _kappa(batched_ntk_rows(s, params) if s.device.type == "cpu" else per_sample_ntk_rows(s, params))
+    return kappa(batched_ntk_rows(s, params) if s.device.type == "cpu" else per_sample_ntk_rows(s, params))
 
 
 def linear_regions_grouped(
@@ -490,3 +492,15 @@ def genotype_weights(genotype: DartsGenotype) -> dict[str, torch.Tensor]:
             w[EDGE_PAIRS.index((2 + n // 2, j)), OPS.index(op)] = 1.0
         out[cell] = w
     return out
+
+
+#: the DARTS space's proxy networks and measures, as :data:`nas_core.proxies.evaluator.PROXY_NETWORKS` registers
+DARTS_PROXIES = ProxyNetworks(
+    build=lambda classes, in_ch: (ntk_net(classes, in_ch), region_net(classes)),
+    ntk=ntk_condition_number_batched,
+    ntk_reference=ntk_condition_number_reference,
+    regions=linear_regions_grouped,
+    args=weight_args,
+    genotype_type=DartsGenotype,
+    genotype_weights=genotype_weights,
+)

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from nas_core import cpu_kernels
+from nas_core.proxies import cpu_kernels
 from nas_core.spaces import nb201_arch as nb201
 
 #: the flipped-kernel input gradient is taken for convs of at most these input / output channels: measured
