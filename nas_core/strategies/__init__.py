@@ -7,9 +7,8 @@ from nas_core.strategies.base import SearchContext, SearchOutcome, Strategy
 from nas_core.strategies.darts import DARTS_V1, DARTS_V2, SINGLE_DARTS
 from nas_core.strategies.fixed import FIXED
 from nas_core.strategies.gdas import GDAS
-from nas_core.strategies.multitrial import EVOLUTION, RANDOM
+from nas_core.strategies.multitrial import EVOLUTION, PROGRESSIVE, RANDOM
 from nas_core.strategies.pcdarts import PC_DARTS
-from nas_core.strategies.progressive import PROGRESSIVE
 from nas_core.strategies.proxyless import PROXYLESS
 from nas_core.strategies.tenas import TENAS
 

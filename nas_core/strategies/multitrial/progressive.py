@@ -46,13 +46,9 @@ from nas_core.pareto import pareto_mask, select_by_fronts
 from nas_core.spaces import get_space
 from nas_core.spaces.growers import COSTS
 from nas_core.strategies.base import SearchContext, SearchOutcome
-from nas_core.strategies.multitrial import (
-    MultiTrialStrategy,
-    Trial,
-    TrialLedger,
-    trial_executor,
-    trial_size,
-)
+from nas_core.strategies.multitrial.ledger import TrialLedger
+from nas_core.strategies.multitrial.search import MultiTrialStrategy, trial_executor, trial_size
+from nas_core.strategies.multitrial.trial import Trial
 from nas_core.surrogate import LSTMEnsemble
 
 if TYPE_CHECKING:

@@ -23,7 +23,7 @@ import torch
 
 from nas_core.data import Dataset
 from nas_core.errors import Cancelled
-from nas_core.strategies.multitrial import TrialScore, TrialSettings, run_trial
+from nas_core.strategies.multitrial.trial import TrialScore, TrialSettings, run_trial
 
 #: the Ray release the project is tested with (requirements-dev.txt)
 RAY_REQUIREMENT = "ray==2.60.0"
@@ -43,7 +43,7 @@ def ray_available() -> bool:
 def runtime_env() -> dict[str, Any]:
     """Ship the ``nas_core`` package with the job: cluster nodes lack the repository, and a local instance's
     workers do not inherit the driver's ``sys.path``."""
-    package = Path(__file__).resolve().parents[1]
+    package = Path(__file__).resolve().parents[2]  # nas_core/ (this file is nas_core/strategies/multitrial/)
     return {"py_modules": [str(package)], "excludes": ["__pycache__/", "*.pyc"]}
 
 
