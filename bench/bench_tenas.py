@@ -16,8 +16,8 @@ CIFAR-10-layout folder of random 3x32x32 images (the proxies' cost depends on th
 ``--processes N`` scores the full search's candidates on N single-threaded processes (TE-NAS's ``workers``);
 ``--pool-ab`` times that against ``--threads`` threads in one process, alternately, on first-round settings.
 ``--convs`` times the backward pass of every convolution of the NTK net (batch 72 of 3x32x32, full supernet)
-with PyTorch's ``F.conv2d`` against ``nas_core.ntk_conv``'s, one thread: the native kernels of
-``nas_core.cpu_kernels`` where they are built, else the flipped-kernel and matrix-product paths
+with PyTorch's ``F.conv2d`` against ``nas_core.proxies.ntk_conv``'s, one thread: the native kernels of
+``nas_core.proxies.cpu_kernels`` where they are built, else the flipped-kernel and matrix-product paths
 (``NAS_CPU_KERNELS=0`` times those).
 Numbers are medians of ``--reps`` timed calls after one warm-up call.
 """
@@ -212,8 +212,8 @@ def ntk_on_device(device: str, w: torch.Tensor, reps: int) -> None:
 
 def conv_table(reps: int) -> None:
     """Backward time of each distinct convolution the NTK net runs (batch 72 of 3x32x32, full supernet):
-    PyTorch's F.conv2d against nas_core.ntk_conv (native kernels, or without them the flipped forward conv for the
-    input gradient and 1x1 as products)."""
+    PyTorch's F.conv2d against nas_core.proxies.ntk_conv (native kernels, or without them the flipped forward conv
+    for the input gradient and 1x1 as products)."""
     from nas_core.proxies import ntk_conv
 
     calls: list[tuple[tuple[int, ...], tuple[int, ...], int, int, bool]] = []

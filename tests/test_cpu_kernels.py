@@ -1,4 +1,4 @@
-"""The native NTK convolutions (nas_core.cpu_kernels): built for real, equal to PyTorch's, and a clean fallback."""
+"""The native NTK convolutions (nas_core.proxies.cpu_kernels): built for real, equal to PyTorch's, a clean fallback."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The NTK's convolutions (nas_core.ntk_conv): F.conv2d's values and autograd's gradients, other backward."""
+"""The NTK's convolutions (nas_core.proxies.ntk_conv): F.conv2d's values and autograd's gradients, other backward."""
 
 from __future__ import annotations
 

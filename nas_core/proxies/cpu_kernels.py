@@ -7,7 +7,7 @@ kind of CPU it was built for. The build takes about 2 s once per machine. Plain 
 no PyTorch headers, no ninja.
 
 Where there is no compiler, the build fails, or ``NAS_CPU_KERNELS=0``, :func:`library` returns None and
-:mod:`nas_core.ntk_conv` uses PyTorch's convolutions (the same numbers up to float rounding, slower).
+:mod:`nas_core.proxies.ntk_conv` uses PyTorch's convolutions (the same numbers up to float rounding, slower).
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def library() -> ctypes.CDLL | None:
 def _lib() -> ctypes.CDLL:
     lib = library()
     if lib is None:
-        raise RuntimeError("the native kernels are not available (see nas_core.cpu_kernels)")
+        raise RuntimeError("the native kernels are not available (see nas_core.proxies.cpu_kernels)")
     return lib
 
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas_core.proxies import ntk_conv
+import nas_core.proxies.ntk_conv as ntk_conv
 from nas_core.proxies.measures import (
     ACTIVE_THRESHOLD,
     linear_regions,

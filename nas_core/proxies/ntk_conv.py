@@ -14,7 +14,7 @@ the channel axis (autograd's own backward is then matrix products too). Strided 
 take ``F.conv2d`` unchanged (cuDNN has no such gap). Forward values are ``F.conv2d``'s up to float
 rounding; tests compare the gradients with autograd's.
 
-Where :mod:`nas_core.cpu_kernels` could be built (a C++ compiler on the machine), 3x3 convs of padding 1
+Where :mod:`nas_core.proxies.cpu_kernels` could be built (a C++ compiler on the machine), 3x3 convs of padding 1
 (stride 1 or 2) and 1x1 convs on float32 planes 4 to 64 wide run forward and backward on those kernels
 instead: 2-10x faster than oneDNN per conv on these shapes, the whole NTK net's conv backward 3.1x faster
 than PyTorch's and 2.1x than the flipped-kernel path above (24.0 ms against 11.5 ms per pass,
@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from nas_core.proxies import cpu_kernels
-from nas_core.spaces import nb201_arch as nb201
+import nas_core.proxies.cpu_kernels as cpu_kernels
+import nas_core.spaces.nb201_arch as nb201
 
 #: the flipped-kernel input gradient is taken for convs of at most these input / output channels: measured
 #: here, it won 1.1-2.2x on 3->3, 3->6, 3->9, 6->6 and 6->12 and lost 5-10% on 6->18 and on every 12->N
@@ -78,7 +78,7 @@ def _pytorch_backward(ctx, g: torch.Tensor, x: torch.Tensor, w: torch.Tensor, st
 
 
 class _Conv3x3Native(torch.autograd.Function):
-    """3x3, padding 1 on :mod:`nas_core.cpu_kernels`. Stride 1: the forward, the input gradient (the forward
+    """3x3, padding 1 on :mod:`nas_core.proxies.cpu_kernels`. Stride 1: the forward, the input gradient (the forward
     kernel on the flipped, transposed weight) and the weight gradient (from the padded input kept from the
     forward, so the 72 passes of an NTK pad it once). Stride 2 (even planes): forward by PyTorch; the backward
     is that of the stride-1 conv whose output is subsampled, i.e. with the output gradient spread over a zero
@@ -114,8 +114,8 @@ class _Conv3x3Native(torch.autograd.Function):
 
 
 class _Conv1x1Native(torch.autograd.Function):
-    """1x1 conv on :mod:`nas_core.cpu_kernels`: forward and input gradient are the same channel mix (by ``w`` and
-    its transpose), the weight gradient a dot product per weight."""
+    """1x1 conv on :mod:`nas_core.proxies.cpu_kernels`: forward and input gradient are the same channel mix (by
+    ``w`` and its transpose), the weight gradient a dot product per weight."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
@@ -138,7 +138,7 @@ class _Conv1x1Native(torch.autograd.Function):
 
 
 class _BatchNormNative(torch.autograd.Function):
-    """Batch norm on batch statistics: PyTorch's forward, :mod:`nas_core.cpu_kernels`' backward (two passes over
+    """Batch norm on batch statistics: PyTorch's forward, :mod:`nas_core.proxies.cpu_kernels`' backward (two passes over
     the data for dx and dgamma together; PyTorch's takes a third for dgamma, 1.8x slower here on 9 x 32 x 32)."""
 
     @staticmethod
@@ -171,7 +171,7 @@ def batch_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: f
 
 
 class _ExcludePadPoolNative(torch.autograd.Function):
-    """NB201's exclude-pad 3x3 average pool (box sum times 1/count) on :mod:`nas_core.cpu_kernels`; its backward
+    """NB201's exclude-pad 3x3 average pool (box sum times 1/count) on :mod:`nas_core.proxies.cpu_kernels`; its backward
     is the box sum of the gradient times 1/count, one kernel call each way."""
 
     @staticmethod
@@ -184,12 +184,13 @@ class _ExcludePadPoolNative(torch.autograd.Function):
     def backward(ctx, g: torch.Tensor):  # type: ignore[override]
         (inv_count,) = ctx.saved_tensors
         if _batched(g):
-            return nb201._box_sum_3x3(g * inv_count), None
+            return nb201.box_sum_3x3(g * inv_count), None
         return cpu_kernels.box3x3(g, pre=inv_count), None
 
 
 def avg_pool_3x3_exclude_pad(x: torch.Tensor) -> torch.Tensor:
-    """:func:`nas_core.spaces.nb201.avg_pool_3x3_exclude_pad`, on the native kernels for NCHW float32 on the CPU."""
+    """:func:`nas_core.spaces.nb201_arch.avg_pool_3x3_exclude_pad`, on the native kernels for NCHW float32 on the
+    CPU."""
     if x.is_contiguous() and cpu_kernels.usable(x):
         return _ExcludePadPoolNative.apply(x, nb201.exclude_pad_inv_count(x))
     return nb201.avg_pool_3x3_exclude_pad(x)

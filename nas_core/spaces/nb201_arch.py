@@ -273,7 +273,7 @@ def exclude_pad_inv_count(x: torch.Tensor) -> torch.Tensor:
     return inv_count
 
 
-def _box_sum_3x3(x: torch.Tensor) -> torch.Tensor:
+def box_sum_3x3(x: torch.Tensor) -> torch.Tensor:
     """Sum over each 3x3 window of the zero-padded input (same size out), as separable shifted adds."""
     p = F.pad(x, (1, 1, 1, 1))
     rows = p[..., :-2] + p[..., 1:-1]
@@ -289,12 +289,12 @@ class _ExcludePadPool(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, inv_count: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         ctx.save_for_backward(inv_count)
-        return _box_sum_3x3(x).mul_(inv_count)
+        return box_sum_3x3(x).mul_(inv_count)
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):  # type: ignore[override]
         (inv_count,) = ctx.saved_tensors
-        return _box_sum_3x3(g * inv_count), None
+        return box_sum_3x3(g * inv_count), None
 
 
 def _bn(x: torch.Tensor) -> torch.Tensor:
