@@ -18,12 +18,12 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from nas_core import viz  # noqa: E402
 from nas_core.config import ExperimentConfig, apply_overrides  # noqa: E402
 from nas_core.data import load_dataset  # noqa: E402
 from nas_core.pipeline import run_experiment  # noqa: E402
 from nas_core.reporting import MemoryReporter  # noqa: E402
 from nas_core.spaces import get_space  # noqa: E402
-from nas_core.viz import param_free_share_df  # noqa: E402
 
 
 def param_free_trace(rep: MemoryReporter, space: str) -> str:
@@ -31,7 +31,7 @@ def param_free_trace(rep: MemoryReporter, space: str) -> str:
     import pandas as pd
 
     df = pd.DataFrame(rep.alpha_rows, columns=["step", "epoch", "cell", "edge", "op", "weight"])
-    share = param_free_share_df(df, get_space(space).param_free_ops).groupby("step")["share"].sum()
+    share = viz.param_free_share_df(df, get_space(space).param_free_ops).groupby("step")["share"].sum()
     picks = [share.index[0], share.index[len(share) // 2], share.index[-1]]
     return ", ".join(f"step {s}: {share[s]:.3f}" for s in picks)
 

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
-from nas_core import viz, viz_search
+from nas_core import viz
 from nas_core.proxies import INITS, PROXY_SPACES
 from nas_core.spaces import get_space
 from storage import repo
@@ -94,14 +94,14 @@ def _proxies(archs: pd.DataFrame, exps: pd.DataFrame) -> None:
     st.caption("TE-NAS's proxies at initialisation: NTK condition number (lower should mean more trainable, so a "
                "good proxy correlates negatively with accuracy) and linear regions (higher, more expressive). "
                "Each architecture is scored on its own experiment's data set.")  # fmt: skip
-    corr = viz_search.proxy_correlations(archs)
+    corr = viz.proxy_correlations(archs)
     if int(corr["n"].max()) > 0:
-        st.plotly_chart(viz_search.proxy_scatter(archs), key="proxy_scatter")
+        st.plotly_chart(viz.proxy_scatter(archs), key="proxy_scatter")
         number = st.column_config.NumberColumn
         columns = {"kendall_tau": number("Kendall tau", format="%+.3f"),
                    "spearman_rho": number("Spearman rho", format="%+.3f")}  # fmt: skip
         st.dataframe(corr, hide_index=True, key="proxy_corr", column_config=columns)
-    missing = viz_search.missing_proxies(archs, PROXY_SPACES)
+    missing = viz.missing_proxies(archs, PROXY_SPACES)
     running = exps[(exps["kind"] == "proxies") & exps["status"].isin(["queued", "running"])]
     for row in running.to_dict("records"):
         st.info(f"Proxy run #{row['id']} is {row['status']} ({row['progress'] * 100:.0f} %).")

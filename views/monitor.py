@@ -10,7 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from nas_core import viz, viz_search
+from nas_core import viz
 from nas_core.latency_lut import LatencyLUT, lut_frame
 from nas_core.spaces import get_space
 from nas_core.strategies import STRATEGIES
@@ -35,12 +35,6 @@ LIVE = ("queued", "running")
 def figure(kind: str, data: pd.DataFrame, *args: Any) -> go.Figure:
     """``viz.<kind>(data, *args)``, rebuilt only when the data changed: the live view redraws every 2 s."""
     return getattr(viz, kind)(data, *args)
-
-
-@st.cache_resource(max_entries=64, show_spinner=False)
-def figure_search(kind: str, data: pd.DataFrame, *args: Any) -> go.Figure:
-    """``viz_search.<kind>(data, *args)``, cached like :func:`figure`."""
-    return getattr(viz_search, kind)(data, *args)
 
 
 @guarded
@@ -103,7 +97,7 @@ def _status(exp: dict[str, Any]) -> None:
     cols[1].metric("MACs", viz.format_number(exp.get("macs"), ".2f", " M", 1e-6))
     cols[2].metric("Params", viz.format_number(exp.get("params"), ".3f", " M", 1e-6))
     cols[3].metric("Latency (batch 1)", viz.format_number(exp.get("latency_ms"), ".2f", " ms"))
-    cost = viz_search.search_cost_text(exp)
+    cost = viz.search_cost_text(exp)
     if cost:
         st.caption(f"Cost: {cost}.")
 
@@ -139,13 +133,13 @@ def _alphas(exp_id: int, space: Any) -> None:
 def _signals(exp_id: int) -> None:
     """Named series a strategy records (tau, entropy, betas, kappa, regions ...), one chart per group."""
     series = repo.series_df(exp_id)
-    groups = viz_search.series_groups(series)
+    groups = viz.series_groups(series)
     if not groups:
         return
     st.subheader("Search signals")
     cols = st.columns(2)
     for i, group in enumerate(groups):
-        cols[i % 2].plotly_chart(figure_search("series_figure", series, group), key=f"series_{group}")
+        cols[i % 2].plotly_chart(figure("series_figure", series, group), key=f"series_{group}")
 
 
 def _pruning(exp_id: int, alphas: pd.DataFrame) -> None:
@@ -154,7 +148,7 @@ def _pruning(exp_id: int, alphas: pd.DataFrame) -> None:
     if events.empty:
         return
     st.subheader("Pruning rounds")
-    table = viz_search.prune_table(events)
+    table = viz.prune_table(events)
     st.caption("Each round removes the op whose removal hurts trainability (kappa up) and expressivity "
                "(regions down) least: lowest sum of the two ranks (0 = best to prune).")  # fmt: skip
     left, right = st.columns([3, 2])
@@ -173,12 +167,12 @@ def _pruning(exp_id: int, alphas: pd.DataFrame) -> None:
         cell = cells[0] if cells else None
         if len(cells) > 1:  # DARTS space: normal and reduction cell
             cell = st.radio("Cell", cells, horizontal=True, key="prune_cell")
-        st.graphviz_chart(viz_search.supernet_dot(alphas, at, cell))
+        st.graphviz_chart(viz.supernet_dot(alphas, at, cell))
 
 
 def _shrinks(exp_id: int) -> None:
     """AtomNAS: what each shrink removed (atoms per block and kernel) and the MACs before and after."""
-    table = viz_search.event_table(repo.events_df(exp_id, "shrink"), "shrink")
+    table = viz.event_table(repo.events_df(exp_id, "shrink"), "shrink")
     if table.empty:
         return
     st.subheader("Shrinks")

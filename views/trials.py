@@ -7,7 +7,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from nas_core import viz, viz_search
+from nas_core import viz
 from nas_core.pareto import pareto_mask
 from nas_service.retrain import retrain_config
 from storage import repo
@@ -17,12 +17,12 @@ from views.common import queue_experiment, show_queued
 def trials_section(exp: dict[str, Any]) -> None:
     """Multi-trial search: every trained candidate, its parent (evolution, progressive) and its score."""
     exp_id = exp["id"]
-    table = viz_search.event_table(repo.events_df(exp_id, "trial"), "trial")
+    table = viz.event_table(repo.events_df(exp_id, "trial"), "trial")
     st.subheader("Trials")
     if table.empty:
         st.caption("No trial finished yet.")
         return
-    points, x = viz_search.trial_points(table)
+    points, x = viz.trial_points(table)
     timed = bool(points["latency_ms"].notna().any())  # the search measured its trials' latency (latency=true)
     if timed:
         x = st.radio("Cost axis", [x, "latency_ms"], horizontal=True, key="trial_axis",
