@@ -209,7 +209,7 @@ def test_monitor_lists_the_trials(db: str, objective: str) -> None:
 
 
 def test_trial_points_mark_the_accuracy_macs_front() -> None:
-    from nas_core import viz, viz_search
+    from nas_core import viz
 
     trials = pd.DataFrame(
         {
@@ -221,11 +221,11 @@ def test_trial_points_mark_the_accuracy_macs_front() -> None:
             "genotype": list("abcd"),
         }
     )
-    points, x = viz_search.trial_points(trials)
+    points, x = viz.trial_points(trials)
     assert x == "macs" and list(points["origin"]) == ["random draw", "random draw", "mutant", "mutant"]
     info = viz.pareto_info(points, x=x, color_by="origin")
     assert sorted(info.points.loc[info.points["on_front"], "id"]) == [0, 1, 3]  # trial 2 is dominated by 1
-    points, x = viz_search.trial_points(trials.drop(columns=["macs"]))  # recorded before MACs were
+    points, x = viz.trial_points(trials.drop(columns=["macs"]))  # recorded before MACs were
     assert x == "params"
 
 

@@ -22,8 +22,8 @@ from nas_core.spaces import darts_partial, get_space
 from nas_core.spaces.growers import DartsGrower, EdgeCosts
 from nas_core.spaces.nb201_arch import EDGE_PAIRS, OPS
 from nas_core.spaces.nb201_partial import expand, first_stage, node_edges, output_connected, padded, tokens
+from nas_core.stats import rank_correlations
 from nas_core.surrogate import LSTMEnsemble
-from nas_core.viz_search import rank_correlations
 from storage import repo
 
 pytestmark = pytest.mark.usefixtures("one_thread")
