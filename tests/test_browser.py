@@ -203,3 +203,34 @@ def test_monitor_draws_the_trials_pareto_front_in_chromium(dashboard: str) -> No
             browser.close()
     (arch,) = repo.architectures_df([exp_id + 1]).to_dict("records")
     assert arch["strategy"] == "fixed" and arch["accuracy_kind"] == "test"
+
+
+#: every page's URL path (the default page, Launch, is the root) and the heading it shows on an empty database
+PAGE_HEADINGS = {
+    "": "Launch a search",
+    "overview": "Experiments",
+    "monitor": "Monitor",
+    "compare": "Compare architectures",
+    "export": "Export an architecture",
+}
+
+
+@pytest.mark.parametrize("path", list(PAGE_HEADINGS), ids=[p or "launch" for p in PAGE_HEADINGS])
+def test_every_page_url_renders_as_the_first_request_after_a_server_start(dashboard: str, path: str) -> None:
+    """pages/ next to app.py is Streamlit's legacy multipage layout until a session has run st.navigation, so
+    the very first request for a page's URL may run that page without app.py: each page bootstraps itself
+    (layout, database, worker check) and must render all the same, with its own tab title."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1200})
+            sync_api.expect.set_options(timeout=90_000)  # the first request of a fresh server imports torch
+            page.goto(f"{dashboard}/{path}")
+            heading = PAGE_HEADINGS[path]
+            sync_api.expect(page.get_by_role("heading", name=heading)).to_be_visible()
+            sync_api.expect(page).to_have_title(re.compile(rf"^{(path or 'launch').capitalize()} · NAS Dashboard$"))
+            assert page.locator("[data-testid=stException]").count() == 0
+            assert "This page hit an error" not in page.content()
+        finally:
+            browser.close()

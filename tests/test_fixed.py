@@ -84,7 +84,7 @@ def test_the_collapse_warning_is_for_searches_that_read_weights(db: str, strateg
     exp_id = repo.create_experiment({"strategy": strategy, "space": "nb201", **TINY, "params": params})
     repo.finish_job(exp_id, "succeeded", result={"genotype": skips})
     at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=120).run()
-    at.switch_page("views/monitor.py")
+    at.switch_page("pages/monitor.py")
     at.query_params["id"] = str(exp_id)
     at.run()
     assert not at.exception and repo.get_experiment(exp_id)["genotype"] == skips

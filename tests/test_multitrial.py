@@ -189,7 +189,7 @@ def test_monitor_lists_the_trials(db: str, objective: str) -> None:
     exp_id = repo.create_experiment(cfg, name="evolution-pages")
     assert run_job(exp_id, heartbeat=False)["status"] == "succeeded", repo.get_experiment(exp_id)["traceback"]
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
-    at.switch_page("views/monitor.py")
+    at.switch_page("pages/monitor.py")
     at.query_params["id"] = str(exp_id)
     at.run()
     assert not at.exception and not at.error
@@ -310,7 +310,7 @@ def test_trials_can_be_timed_and_charted_against_latency(db: str) -> None:
     assert len(trials) == 3 and all(d["latency_ms"] > 0 for d in trials)
     assert sum(" ms, " in m for m in repo.logs_df(exp_id, tail=None)["message"]) == 3
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
-    at.switch_page("views/monitor.py")
+    at.switch_page("pages/monitor.py")
     at.query_params["id"] = str(exp_id)
     at.run()
     assert not at.exception

@@ -51,7 +51,7 @@ def test_launch_page_renders_form_with_defaults(seeded_env: SeededRun) -> None:
 
 
 def test_overview_lists_the_seeded_experiment(seeded_env: SeededRun) -> None:
-    at = _app("views/overview.py")
+    at = _app("pages/overview.py")
     _assert_clean(at)
     table = at.dataframe[0].value
     exp_id = seeded_env.result["experiment_id"]
@@ -62,7 +62,7 @@ def test_overview_lists_the_seeded_experiment(seeded_env: SeededRun) -> None:
 
 def test_monitor_shows_progress_curves_alphas_cell_and_log(seeded_env: SeededRun) -> None:
     exp_id = seeded_env.result["experiment_id"]
-    at = _app("views/monitor.py", id=str(exp_id))
+    at = _app("pages/monitor.py", id=str(exp_id))
     _assert_clean(at)
     assert at.selectbox[0].value == exp_id
     assert _count(at, "progress") == 1
@@ -78,7 +78,7 @@ def test_monitor_failed_experiment_shows_readable_error(seeded_env: SeededRun) -
     repo.start_experiment(exp_id)
     trace = 'Traceback (most recent call last):\n  File "x.py", line 1\nRuntimeError: out of cheese'
     repo.finish_job(exp_id, "failed", error="RuntimeError: out of cheese (at x.py:1)", traceback=trace)
-    at = _app("views/monitor.py", id=str(exp_id))
+    at = _app("pages/monitor.py", id=str(exp_id))
     assert not at.exception
     assert [e.value for e in at.error] == ["Failed: RuntimeError: out of cheese (at x.py:1)"]
     assert at.expander[0].label == "Full traceback"
@@ -91,7 +91,7 @@ def test_monitor_failed_experiment_shows_readable_error(seeded_env: SeededRun) -
 
 
 def test_compare_draws_three_pareto_views(seeded_env: SeededRun) -> None:
-    at = _app("views/compare.py")
+    at = _app("pages/compare.py")
     _assert_clean(at)
     assert seeded_env.result["experiment_id"] in at.multiselect[0].value
     assert _count(at, "plotly_chart") == 3
@@ -99,7 +99,7 @@ def test_compare_draws_three_pareto_views(seeded_env: SeededRun) -> None:
 
 def test_export_offers_all_four_files(seeded_env: SeededRun) -> None:
     arch = repo.architectures_df([seeded_env.result["experiment_id"]]).iloc[0]
-    at = _app("views/export.py", arch=str(arch["id"]))
+    at = _app("pages/export.py", arch=str(arch["id"]))
     _assert_clean(at)
     assert _count(at, "download_button") == 4  # genotype JSON, checkpoint, TorchScript, ONNX
     assert not [b for b in at.button if b.disabled]
@@ -110,7 +110,7 @@ def test_export_recreates_a_missing_file_from_the_checkpoint(seeded_env: SeededR
     artifacts = repo.artifacts_df(int(arch["experiment_id"]))
     torchscript = Path(artifacts.loc[artifacts["kind"] == "torchscript", "path"].iloc[-1])
     torchscript.unlink()
-    at = _app("views/export.py", arch=str(arch["id"]))
+    at = _app("pages/export.py", arch=str(arch["id"]))
     _assert_clean(at)
     assert _count(at, "download_button") == 3
     create = next(b for b in at.button if b.label.startswith("Create the missing exports"))
@@ -167,7 +167,7 @@ def test_launch_queues_a_valid_config_and_overview_cancels_it(seeded_env: Seeded
     assert exp["config"]["epochs"] == 1 and exp["config"]["dataset"] == "synthetic"
     assert exp["config"]["device"] == "cpu"
 
-    at = _app("views/overview.py")
+    at = _app("pages/overview.py")
     at.button(key=f"cancel_{exp_id}").click().run()
     _assert_clean(at)
     assert repo.get_experiment(exp_id)["status"] == "cancelled"

@@ -162,7 +162,7 @@ def test_monitor_draws_a_progressive_run_and_queues_any_trials_final_training(db
     assert run_job(exp_id, heartbeat=False)["status"] == "succeeded", repo.get_experiment(exp_id)["traceback"]
     assert not multiprocessing.active_children()  # the pool is gone
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
-    at.switch_page("views/monitor.py")
+    at.switch_page("pages/monitor.py")
     at.query_params["id"] = str(exp_id)
     at.run()
     assert not at.exception and not at.error

@@ -41,7 +41,7 @@ def _interrupt_after(db: str, exp_id: int, finished: int) -> None:
 def _resume_offered_then_queued(exp_id: int, button: str, message: str, capsys) -> None:
     """The Monitor offers ``button`` beside Run again; the CLI's ``retry --resume`` queues it with ``message``."""
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
-    at.switch_page("views/monitor.py")
+    at.switch_page("pages/monitor.py")
     at.query_params["id"] = str(exp_id)
     at.run()
     assert not at.exception and [b.label for b in at.button if b.key == "resume"] == [button]

@@ -46,7 +46,7 @@ def _clean(at: AppTest) -> None:
 
 
 def test_monitor_shows_pruning_rounds_signals_supernet_and_cost(tenas_run: int) -> None:
-    at = _page("views/monitor.py", id=str(tenas_run))
+    at = _page("pages/monitor.py", id=str(tenas_run))
     _clean(at)
     subheaders = [s.value for s in at.subheader]
     assert "Pruning rounds" in subheaders and "Search signals" in subheaders
@@ -71,7 +71,7 @@ def test_compare_queues_proxies_and_plots_them_against_accuracy(tenas_run: int) 
     repo.write_batch(other, architectures=[{"genotype": ARCH, "space": "nb201", "accuracy": 0.5,
                                             "accuracy_kind": "test", "macs": 1000, "latency_ms": 1.0}])  # fmt: skip
     repo.finish_job(other, "succeeded")
-    at = _page("views/compare.py")
+    at = _page("pages/compare.py")
     _clean(at)
     corr = _frame_with(at, "kendall_tau")
     assert list(corr["n"]) == [1, 1]  # only the TE-NAS architecture has both so far
@@ -87,7 +87,7 @@ def test_compare_queues_proxies_and_plots_them_against_accuracy(tenas_run: int) 
     assert queued["architecture_ids"] == [arch_id] and queued["settings"]["workers"] == 2
     # Run it in this process (the page would have started a worker) and look again.
     assert run_job(int(proxies["id"].iloc[0]), heartbeat=False)["status"] == "succeeded"
-    at = _page("views/compare.py")
+    at = _page("pages/compare.py")
     _clean(at)
     corr = _frame_with(at, "kendall_tau")
     assert list(corr["n"]) == [2, 2] and corr["kendall_tau"].abs().max() == pytest.approx(1.0)
@@ -109,7 +109,7 @@ def test_monitor_shows_atomnas_shrinks_and_proxylessnas_latency_table(db: str, t
     for exp_id in (atom, proxy):
         assert run_job(exp_id, heartbeat=False)["status"] == "succeeded", repo.get_experiment(exp_id)["traceback"]
 
-    at = _page("views/monitor.py", id=str(atom))
+    at = _page("pages/monitor.py", id=str(atom))
     _clean(at)
     subheaders = [s.value for s in at.subheader]
     assert "Shrinks" in subheaders and "Search signals" in subheaders
@@ -117,7 +117,7 @@ def test_monitor_shows_atomnas_shrinks_and_proxylessnas_latency_table(db: str, t
     assert (shrinks["removed_total"] > 0).all() and (shrinks["macs_after"] < shrinks["macs_before"]).all()
     assert at.get("graphviz_chart")  # the network block by block
 
-    at = _page("views/monitor.py", id=str(proxy))
+    at = _page("pages/monitor.py", id=str(proxy))
     _clean(at)
     (expander,) = [e for e in at.expander if e.label.startswith("Latency lookup table")]
     table = _frame_with(at, "latency_ms")

@@ -19,14 +19,15 @@ from storage import repo
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: The page files, relative to app.py. Not called pages/: a folder of that name next to the entrypoint turns
-#: on Streamlit's legacy multipage mode, which runs a deep link bare (without app.py) after a server start.
+#: The page scripts, relative to app.py. A pages/ folder next to the entrypoint is also Streamlit's legacy
+#: multipage layout, which can run a deep link bare (without app.py) right after a server start: every page
+#: therefore starts with :func:`bootstrap`.
 PAGES = {
-    "launch": "views/launch.py",
-    "overview": "views/overview.py",
-    "monitor": "views/monitor.py",
-    "compare": "views/compare.py",
-    "export": "views/export.py",
+    "launch": "pages/launch.py",
+    "overview": "pages/overview.py",
+    "monitor": "pages/monitor.py",
+    "compare": "pages/compare.py",
+    "export": "pages/export.py",
 }
 
 

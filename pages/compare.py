@@ -6,11 +6,13 @@ import pandas as pd
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
+from dashboard.common import PAGES, bootstrap, ensure_worker, experiment_label, guarded, no_experiments_yet, show_error
 from nas_core import viz
 from nas_core.proxies import INITS, PROXY_SPACES
 from nas_core.spaces import get_space
 from storage import repo
-from views.common import PAGES, ensure_worker, experiment_label, guarded, no_experiments_yet, show_error
+
+bootstrap("Compare")  # first: this page may be the first request after a server start
 
 SELECT = ("points", "box", "lasso")
 COLOR_BY = {"experiment_name": "experiment", "strategy": "strategy"}

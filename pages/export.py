@@ -13,10 +13,12 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from dashboard.common import bootstrap, guarded, query_int, show_error
 from nas_core import viz
 from nas_core.spaces import get_space
 from storage import repo
-from views.common import guarded, query_int, show_error
+
+bootstrap("Export")  # first: this page may be the first request after a server start
 
 KINDS = {
     "genotype_json": ("Genotype JSON", "genotype.json", "application/json"),
@@ -36,6 +38,7 @@ fresh = build_from_document(json.load(open("{json}")))  # the same architecture,
 scripted = torch.jit.load("{ts}")  # TorchScript needs only torch
 
 import onnxruntime  # ONNX needs neither torch nor this project; the batch axis is dynamic
+
 session = onnxruntime.InferenceSession("{onnx}")
 logits = session.run(None, {{"input": images_as_float32_numpy}})[0]
 """

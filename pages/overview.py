@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import streamlit as st
 
+from dashboard.common import PAGES, bootstrap, experiment_label, guarded, no_experiments_yet, worker_hint
 from nas_core import viz
 from storage import repo
-from views.common import PAGES, experiment_label, guarded, no_experiments_yet, worker_hint
+
+bootstrap("Overview")  # first: this page may be the first request after a server start
 
 COLUMNS = {
     "id": st.column_config.NumberColumn("id", format="%d", width="small"),

@@ -7,11 +7,11 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from dashboard.common import queue_experiment, show_queued
 from nas_core import viz
 from nas_core.pareto import pareto_mask
 from nas_service.retrain import retrain_config
 from storage import repo
-from views.common import queue_experiment, show_queued
 
 
 def trials_section(exp: dict[str, Any]) -> None:

@@ -10,6 +10,16 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from dashboard.common import (
+    bootstrap,
+    ensure_worker,
+    guarded,
+    no_experiments_yet,
+    pick_experiment,
+    show_error,
+    worker_hint,
+)
+from dashboard.trials import trials_section
 from nas_core import viz
 from nas_core.latency_lut import LatencyLUT, lut_frame
 from nas_core.spaces import get_space
@@ -18,15 +28,8 @@ from nas_core.strategies.fixed import FIXED
 from nas_core.strategies.multitrial import MultiTrialStrategy
 from nas_core.strategies.resume import checkpoint_info
 from storage import repo
-from views.common import (
-    ensure_worker,
-    guarded,
-    no_experiments_yet,
-    pick_experiment,
-    show_error,
-    worker_hint,
-)
-from views.trials import trials_section
+
+bootstrap("Monitor")  # first: this page may be the first request after a server start
 
 LIVE = ("queued", "running")
 

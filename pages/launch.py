@@ -7,6 +7,7 @@ from typing import Any
 
 import streamlit as st
 
+from dashboard.common import bootstrap, guarded, queue_experiment, show_queued
 from nas_core.config import FINAL_RECIPE_FIELDS, GENERAL_FIELDS, ExperimentConfig
 from nas_core.data import DATASETS
 from nas_core.devices import describe_local, local_devices
@@ -14,7 +15,8 @@ from nas_core.params import ParamSpec
 from nas_core.spaces import SPACES
 from nas_core.strategies import STRATEGIES
 from nas_core.validation import final_recipe_supported
-from views.common import guarded, queue_experiment, show_queued
+
+bootstrap("Launch")  # first: this page may be the first request after a server start
 
 #: General fields shown up front; final training's under "Final training"; the rest under "Network and runtime".
 MAIN_FIELDS = ("epochs", "seed", "batch_size", "final_epochs")
