@@ -17,8 +17,6 @@ from nas_core.errors import Cancelled
 from nas_core.strategies.multitrial.trial import TrialScore, TrialSettings, run_trial
 
 if TYPE_CHECKING:
-    pass
-if TYPE_CHECKING:
     from nas_core.strategies.multitrial.ray_executor import RayTrialExecutor
 
 

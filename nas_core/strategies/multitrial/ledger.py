@@ -4,7 +4,7 @@ reported, and ranked alike for every multi-trial strategy.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -12,12 +12,6 @@ import pandas as pd
 from nas_core.pareto import crowding_distance, nondominated_ranks, pareto_mask
 from nas_core.strategies.base import SearchContext, SearchOutcome
 from nas_core.strategies.multitrial.trial import Trial, TrialScore
-
-if TYPE_CHECKING:
-    pass
-if TYPE_CHECKING:
-    pass
-
 
 #: what trials can be ranked by (the ``objective`` parameter)
 OBJECTIVES: tuple[str, ...] = ("accuracy", "mnas", "pareto")

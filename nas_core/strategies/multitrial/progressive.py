@@ -45,6 +45,7 @@ from nas_core.params import ParamSpec
 from nas_core.pareto import pareto_mask, select_by_fronts
 from nas_core.spaces import get_space
 from nas_core.spaces.growers import COSTS
+from nas_core.stats import rank_correlations
 from nas_core.strategies.base import SearchContext, SearchOutcome
 from nas_core.strategies.multitrial.ledger import TrialLedger
 from nas_core.strategies.multitrial.search import MultiTrialStrategy, trial_executor, trial_size
@@ -97,8 +98,6 @@ class ProgressiveParetoSearch(MultiTrialStrategy):
         return f"; {first}beam {p['beam']}, cost {p['cost']}, {p['predictors']} LSTM predictor(s)"
 
     def search(self, ctx: SearchContext) -> SearchOutcome:
-        from nas_core.viz_search import rank_correlations  # plotly: loaded here, not by every trial worker
-
         cfg, p, rep, space = ctx.config, ctx.params, ctx.reporter, ctx.space
         total = self.total_trials(cfg)
         ledger = TrialLedger(ctx, total)

@@ -44,8 +44,6 @@ from nas_core.strategies.multitrial.trial import TRIAL_EPOCH_COST, Trial, TrialS
 
 if TYPE_CHECKING:
     from nas_core.config import ExperimentConfig
-if TYPE_CHECKING:
-    pass
 
 
 def trial_executor(ctx: SearchContext) -> ReplayExecutor:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 
@@ -15,12 +14,6 @@ from nas_core.data import Dataset
 from nas_core.metrics import count_macs, count_params, latency_seconds, measure_latency
 from nas_core.spaces import get_space
 from nas_core.train import train_network
-
-if TYPE_CHECKING:
-    pass
-if TYPE_CHECKING:
-    pass
-
 
 #: rough cost of one trial epoch at the search size against one final-training epoch (progress and ETA)
 TRIAL_EPOCH_COST = 0.5
