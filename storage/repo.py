@@ -101,21 +101,8 @@ WORKER_COLUMNS = ["id", "host", "pid", "started_at", "heartbeat_at", "current_jo
 
 RUN_KINDS = ("search", "proxies")
 _METRIC_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
-_ARCH_KEYS = (
-    "genotype",
-    "space",
-    "accuracy",
-    "accuracy_kind",
-    "params",
-    "macs",
-    "latency_ms",
-    "latency_threads",
-    "latency_device",
-    "origin",
-    "checkpoint_path",
-    "ntk_cond",
-    "linear_regions",
-)
+_ARCH_KEYS = ("genotype", "space", "accuracy", "accuracy_kind", "params", "macs", "latency_ms", "latency_threads",
+              "latency_device", "origin", "checkpoint_path", "ntk_cond", "linear_regions")  # fmt: skip
 
 _ready_urls: set[tuple[int, str]] = set()
 _ready_lock = threading.Lock()
@@ -899,86 +886,26 @@ def write_batch(
     url = _ready(url)
     eid = int(experiment_id)
     now = utcnow()
+    # table -> (rows, how one row dict becomes its columns); each table is one multi-row insert
+    simple: list[tuple[Any, Sequence[Mapping[str, Any]], Any]] = [
+        (LogLine, logs, lambda r: {"ts": r.get("ts") or now, "level": str(r.get("level") or "info")[:16],
+                                   "message": str(r.get("message", ""))}),
+        (EpochLog, epochs, lambda r: {"phase": str(r["phase"]), "epoch": int(r["epoch"])}
+         | {k: _num(r.get(k)) for k in _METRIC_KEYS}),
+        (AlphaSnapshot, alphas, lambda r: {"step": int(r["step"]), "epoch": int(r["epoch"]), "cell": str(r["cell"]),
+                                           "edge": str(r["edge"]), "op": str(r["op"]), "weight": float(r["weight"])}),
+        (GenotypeSnapshot, genotypes, lambda r: {"step": int(r["step"]), "epoch": int(r["epoch"]),
+                                                 "genotype": str(r["genotype"])}),
+        (SeriesPoint, series, lambda r: {"step": int(r["step"]), "epoch": int(r["epoch"]),
+                                         "name": str(r["name"])[:128], "value": _num(r.get("value"))}),
+        (Event, events, lambda r: {"step": int(r["step"]), "kind": str(r["kind"])[:32],
+                                   "data": _dumps(dict(r.get("data") or {})),
+                                   "created_at": r.get("created_at") or now}),
+    ]  # fmt: skip
     with session(url, write=True) as s:
-        if logs:
-            s.execute(
-                LogLine.__table__.insert(),
-                [
-                    {
-                        "experiment_id": eid,
-                        "ts": r.get("ts") or now,
-                        "level": str(r.get("level") or "info")[:16],
-                        "message": str(r.get("message", "")),
-                    }
-                    for r in logs
-                ],
-            )
-        if epochs:
-            s.execute(
-                EpochLog.__table__.insert(),
-                [
-                    {"experiment_id": eid, "phase": str(r["phase"]), "epoch": int(r["epoch"])}
-                    | {k: _num(r.get(k)) for k in _METRIC_KEYS}
-                    for r in epochs
-                ],
-            )
-        if alphas:
-            s.execute(
-                AlphaSnapshot.__table__.insert(),
-                [
-                    {
-                        "experiment_id": eid,
-                        "step": int(r["step"]),
-                        "epoch": int(r["epoch"]),
-                        "cell": str(r["cell"]),
-                        "edge": str(r["edge"]),
-                        "op": str(r["op"]),
-                        "weight": float(r["weight"]),
-                    }
-                    for r in alphas
-                ],
-            )
-        if genotypes:
-            s.execute(
-                GenotypeSnapshot.__table__.insert(),
-                [
-                    {
-                        "experiment_id": eid,
-                        "step": int(r["step"]),
-                        "epoch": int(r["epoch"]),
-                        "genotype": str(r["genotype"]),
-                    }
-                    for r in genotypes
-                ],
-            )
-        if series:
-            s.execute(
-                SeriesPoint.__table__.insert(),
-                [
-                    {
-                        "experiment_id": eid,
-                        "step": int(r["step"]),
-                        "epoch": int(r["epoch"]),
-                        "name": str(r["name"])[:128],
-                        "value": _num(r.get("value")),
-                    }
-                    for r in series
-                ],
-            )
-        if events:
-            s.execute(
-                Event.__table__.insert(),
-                [
-                    {
-                        "experiment_id": eid,
-                        "step": int(r["step"]),
-                        "kind": str(r["kind"])[:32],
-                        "data": _dumps(dict(r.get("data") or {})),
-                        "created_at": r.get("created_at") or now,
-                    }
-                    for r in events
-                ],
-            )
+        for model, rows, columns in simple:
+            if rows:
+                s.execute(model.__table__.insert(), [{"experiment_id": eid, **columns(r)} for r in rows])
         if architectures:
             rows = []
             for r in architectures:

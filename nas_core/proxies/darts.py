@@ -496,11 +496,7 @@ def genotype_weights(genotype: DartsGenotype) -> dict[str, torch.Tensor]:
 
 #: the DARTS space's proxy networks and measures, as :data:`nas_core.proxies.evaluator.PROXY_NETWORKS` registers
 DARTS_PROXIES = ProxyNetworks(
-    build=lambda classes, in_ch: (ntk_net(classes, in_ch), region_net(classes)),
-    ntk=ntk_condition_number_batched,
-    ntk_reference=ntk_condition_number_reference,
-    regions=linear_regions_grouped,
-    args=weight_args,
-    genotype_type=DartsGenotype,
-    genotype_weights=genotype_weights,
+    build=lambda classes, in_ch: (ntk_net(classes, in_ch), region_net(classes)), args=weight_args,
+    ntk=ntk_condition_number_batched, ntk_reference=ntk_condition_number_reference, regions=linear_regions_grouped,
+    genotype_type=DartsGenotype, genotype_weights=genotype_weights,
 )

@@ -175,11 +175,7 @@ def weight_args(weights: Any) -> tuple[torch.Tensor, ...]:
 
 #: NB201's proxy networks and measures, as :data:`nas_core.proxies.evaluator.PROXY_NETWORKS` registers them
 NB201_PROXIES = ProxyNetworks(
-    build=lambda classes, in_ch: (NTKNet(classes, in_ch), RegionNet()),
-    ntk=ntk_condition_number,
-    ntk_reference=ntk_condition_number_reference,
-    regions=linear_regions,
-    args=weight_args,
-    genotype_type=NB201Genotype,
-    genotype_weights=genotype_weights,
+    build=lambda classes, in_ch: (NTKNet(classes, in_ch), RegionNet()), args=weight_args,
+    ntk=ntk_condition_number, ntk_reference=ntk_condition_number_reference, regions=linear_regions,
+    genotype_type=NB201Genotype, genotype_weights=genotype_weights,
 )

@@ -475,15 +475,9 @@ class NB201SuperNet(Skeleton):
     """
 
     def __init__(
-        self,
-        c: int = 16,
-        n: int = 5,
-        num_classes: int = 10,
-        in_ch: int = 3,
-        fused: bool = True,
-        mode: str = "darts",
-        partial_k: int = 4,
-    ):
+        self, c: int = 16, n: int = 5, num_classes: int = 10, in_ch: int = 3, fused: bool = True,
+        mode: str = "darts", partial_k: int = 4,
+    ):  # fmt: skip
         if mode not in SUPERNET_MODES:
             raise ValueError(f"unknown NB201 supernet mode {mode!r}; choose one of {', '.join(SUPERNET_MODES)}")
         k = int(partial_k) if mode == "pcdarts" else 1

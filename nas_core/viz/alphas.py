@@ -257,13 +257,8 @@ def _draw_param_free_share(info: ParamFreeShareInfo) -> go.Figure:
         for op, series in sub.groupby("op", sort=True):
             fig.add_trace(
                 go.Scatter(
-                    x=series["step"],
-                    y=series["share"],
-                    mode="lines",
-                    stackgroup=f"cell{k}",
-                    name=op,
-                    legendgroup=op,
-                    showlegend=k == 0,
+                    x=series["step"], y=series["share"], mode="lines", stackgroup=f"cell{k}",
+                    name=op, legendgroup=op, showlegend=k == 0,
                     line={"color": colors[op], "width": 1},
                     hovertemplate=f"{cell} cell<br>{op}<br>step %{{x}}<br>share %{{y:.1%}}<extra></extra>",
                 ),

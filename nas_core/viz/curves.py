@@ -77,12 +77,8 @@ def _draw_training_curves(info: CurvesInfo) -> go.Figure:
                 continue
             fig.add_trace(
                 go.Scatter(
-                    x=series["x"],
-                    y=series["value"],
-                    customdata=series["epoch"],
-                    mode="lines+markers",
-                    name=label,
-                    legendgroup=label,
+                    x=series["x"], y=series["value"], customdata=series["epoch"], mode="lines+markers",
+                    name=label, legendgroup=label,
                     showlegend=col == 1 or sub[sub["metric"] == "loss"].empty,
                     line={"color": SPLIT_COLORS.get(split), "dash": "solid" if phase == "search" else "dot"},
                     hovertemplate=f"{label}<br>epoch %{{customdata}}<br>{metric} %{{y:.4f}}<extra></extra>",
