@@ -46,7 +46,7 @@ from nas_core.metrics import (
 )
 from nas_core.pipeline import run_experiment
 from nas_core.reporting import MemoryReporter
-from nas_core.spaces import get_space, mobilenet
+from nas_core.spaces import get_space, mobilenet_arch
 from nas_core.spaces.mobilenet_arch import OPS, PRESETS, estimate_macs
 from nas_core.spaces.mobilenet_proxyless import (
     BINARY_MODES,
@@ -543,12 +543,12 @@ def test_table_spreads_its_rounds_over_min_seconds_and_keeps_each_candidates_fas
     between the two halves says the machine moved."""
     until = [0.0]
 
-    class LoadedNetwork(mobilenet.MobileNetNetwork):
+    class LoadedNetwork(mobilenet_arch.MobileNetNetwork):
         def __init__(self, *a, **kw) -> None:
             super().__init__(*a, **kw)
             self.stem = _Loaded(self.stem, lambda: time.perf_counter() < until[0])
 
-    monkeypatch.setattr(mobilenet, "MobileNetNetwork", LoadedNetwork)
+    monkeypatch.setattr(mobilenet_arch, "MobileNetNetwork", LoadedNetwork)
     t0 = time.perf_counter()
     until[0] = t0 + 1.2  # loaded for the first 60% of the measurement
     times = measure_in_network("digits", 1.0, DIGITS, 10, warmup=1, repeats=10, min_seconds=2.0)
