@@ -8,7 +8,8 @@ from nas_core.spaces.darts import DartsSpace
 from nas_core.spaces.mobilenet import MobileNetSpace
 from nas_core.spaces.nb201 import NB201Space
 
-SPACES: dict[str, SearchSpace] = {"nb201": NB201Space(), "mobilenet": MobileNetSpace(), "darts": DartsSpace()}
+#: the registry; its order is the order spaces are offered in (Launch page, `Strategy.spaces`)
+SPACES: dict[str, SearchSpace] = {"nb201": NB201Space(), "darts": DartsSpace(), "mobilenet": MobileNetSpace()}
 
 
 def get_space(name: str) -> SearchSpace:
