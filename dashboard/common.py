@@ -80,12 +80,13 @@ def init_storage() -> None:
 
 
 def bootstrap(title: str | None = None) -> None:
-    """What every page needs before it draws, safe to run twice in one script run: wide layout and its tab
-    title, a migrated database, and (once per browser session) a worker when none is alive.
+    """What every page needs before it draws: wide layout and its tab title, a migrated database, and (once per
+    browser session) a worker when none is alive.
 
-    ``app.py`` runs it, and so does every page script: right after a server start, a request for a page's URL
-    can run that page without ``app.py`` (a ``pages/`` folder next to the entrypoint is Streamlit's legacy
-    multipage layout until a session has run ``st.navigation``), and the page must work all the same.
+    Every page script runs it first, and ``app.py`` leaves it to them: right after a server start, a request
+    for a page's URL can run that page without ``app.py`` (a ``pages/`` folder next to the entrypoint is
+    Streamlit's legacy multipage layout until a session has run ``st.navigation``), and the page must work
+    all the same.
     """
     st.set_page_config(
         page_title=f"{title} · NAS Dashboard" if title else "NAS Dashboard",
