@@ -49,7 +49,7 @@ def final_network_options(space: Any, layers: int, auxiliary: bool) -> dict[str,
         raise ConfigError(f"final_{exc.field}", exc.message) from None
 
 
-def _check_final_network(space: Any, values: dict[str, Any], input_shape: tuple[int, int, int]) -> None:
+def _check_final_network(space: Any, values: dict[str, Any], shape: tuple[int, int, int]) -> None:
     """Build a stand-in final network (a preset genotype, on the meta device: no memory) before queueing.
 
     The auxiliary head's input-size limit depends on the data's size, not the genotype, so a final network
@@ -64,7 +64,7 @@ def _check_final_network(space: Any, values: dict[str, Any], input_shape: tuple[
     try:
         with torch.device("meta"):
             space.build_network(
-                stand_in, 10, input_shape, values["final_channels"], values["cells_per_stage"], **options
+                stand_in, 10, shape, values["final_channels"], values["cells_per_stage"], **options
             )
     except ConfigError as exc:
         raise ConfigError(f"final_{exc.field}", exc.message) from None
